@@ -1,0 +1,1 @@
+"""Project tooling: container engine bootstrap, test images and the test runner."""

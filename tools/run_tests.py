@@ -1,0 +1,107 @@
+"""Run the whole test suite: lint, unit tests, then every Molecule scenario on each distro.
+
+Prints the time each step took and ends with one line: ``N passed, N failed``.
+
+Usage: python -m tools.run_tests [--distro debian12 ...] [--scenario base ...] [--skip-lint]
+Environment: DISTROS / SCENARIOS (space separated) narrow the run like the options do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tools.images import DISTROS
+
+ROOT = Path(__file__).resolve().parent.parent
+LOG_DIR = ROOT / ".cache" / "test-logs"
+
+
+@dataclass
+class Step:
+    name: str
+    ok: bool
+    seconds: float
+    log: Path | None = None
+
+
+def scenarios() -> list[str]:
+    """Molecule scenarios in run order (molecule/<name>/molecule.yml)."""
+    found = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
+    order_file = ROOT / "molecule" / "ORDER"
+    if order_file.exists():
+        order = [line.strip() for line in order_file.read_text().splitlines() if line.strip()]
+        order = [name for name in order if not name.startswith("#")]
+        return [n for n in order if n in found] + [n for n in found if n not in order]
+    return found
+
+
+def run_step(name: str, cmd: list[str], env: dict[str, str] | None = None) -> Step:
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = LOG_DIR / (name.replace(" ", "_").replace("/", "_") + ".log")
+    print(f"==> {name}: {' '.join(cmd)} (log: {log.relative_to(ROOT)})", flush=True)
+    start = time.monotonic()
+    with log.open("w") as handle:
+        proc = subprocess.run(
+            cmd, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, check=False
+        )
+    seconds = time.monotonic() - start
+    ok = proc.returncode == 0
+    print(f"<== {name}: {'PASS' if ok else 'FAIL'} in {seconds:.0f}s", flush=True)
+    if not ok:
+        tail = log.read_text(errors="replace").splitlines()[-60:]
+        print("\n".join(f"    | {line}" for line in tail), flush=True)
+    return Step(name, ok, seconds, log)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run lint, unit tests and Molecule scenarios")
+    parser.add_argument("--distro", action="append", choices=sorted(DISTROS))
+    parser.add_argument("--scenario", action="append")
+    parser.add_argument("--skip-lint", action="store_true")
+    parser.add_argument("--skip-unit", action="store_true")
+    args = parser.parse_args(argv)
+
+    distros = args.distro or os.environ.get("DISTROS", "").split() or list(DISTROS)
+    wanted = args.scenario or os.environ.get("SCENARIOS", "").split() or scenarios()
+    unknown = sorted(set(wanted) - set(scenarios()))
+    if unknown:
+        parser.error(f"unknown scenario(s) {unknown}; known: {scenarios()}")
+
+    steps: list[Step] = []
+    py = sys.executable
+    if not args.skip_lint:
+        steps.append(run_step("lint", ["make", "--no-print-directory", "lint"]))
+    if not args.skip_unit:
+        steps.append(run_step("unit tests", [py, "-m", "pytest", "tests/unit", "-q"]))
+
+    images = run_step("test images", [py, "-m", "tools.images", *distros])
+    steps.append(images)
+    if images.ok:
+        for distro in distros:
+            for scenario in wanted:
+                env = dict(
+                    os.environ, MOLECULE_DISTRO=distro, PY_COLORS="0", ANSIBLE_FORCE_COLOR="0"
+                )
+                steps.append(
+                    run_step(
+                        f"molecule {scenario} {distro}", ["molecule", "test", "-s", scenario], env
+                    )
+                )
+
+    print("\nSummary (seconds):")
+    for step in steps:
+        print(f"  {'PASS' if step.ok else 'FAIL'}  {step.seconds:7.0f}  {step.name}")
+    passed = sum(step.ok for step in steps)
+    failed = len(steps) - passed
+    print(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
