@@ -10,8 +10,6 @@ VENV ?= .venv
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
-# Extra CA bundle trusted inside test images and by pip there (TLS-inspecting proxies).
-export TEST_EXTRA_CA_BUNDLE ?=
 DISTRO ?= debian12
 
 .PHONY: help setup engine images lint unit test molecule demo demo-down bench clean

@@ -9,8 +9,9 @@ pullable (offline hosts, no registry), it is produced with ``debootstrap`` and
 ``docker import`` under the same name, so one Dockerfile serves laptops and offline hosts.
 
 Environment:
-  TEST_EXTRA_CA_BUNDLE  optional PEM file with extra CA certificates to trust in the image
-                        (system store and pip), e.g. a TLS-inspecting proxy's CA.
+  TEST_EXTRA_CA_BUNDLE  PEM file with extra CA certificates to trust in the image (system
+                        store and pip), e.g. a TLS-inspecting proxy's CA. Unset: the host's
+                        system bundle when it exists; set but empty: none.
   DEBOOTSTRAP_MIRROR    optional Debian mirror for debootstrap (default: the host's apt
                         source for the Debian archive, else debootstrap's own default).
 """
@@ -54,8 +55,16 @@ def split_certificates(bundle_text: str) -> list[str]:
     return [match.group(0).strip() + "\n" for match in PEM_RE.finditer(bundle_text)]
 
 
+HOST_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
 def extra_ca_certificates() -> list[str]:
-    path = os.environ.get("TEST_EXTRA_CA_BUNDLE", "").strip()
+    """Certificates of TEST_EXTRA_CA_BUNDLE; unset means the host's system bundle (when there
+    is one), so containers trust what the host trusts (TLS-inspecting proxies); empty: none."""
+    path = os.environ.get("TEST_EXTRA_CA_BUNDLE")
+    if path is None:
+        path = str(HOST_BUNDLE) if HOST_BUNDLE.is_file() else ""
+    path = path.strip()
     if not path:
         return []
     bundle = Path(path)

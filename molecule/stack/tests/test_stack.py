@@ -1,0 +1,109 @@
+"""The demo app deployed by site.yml, seen as a browser and an operator would see it."""
+
+import re
+
+import pytest
+from testlib import hashed_static_urls, https_get
+
+APP = "demo"
+NAME = "demo.test"
+CERT = f"/etc/ssl/djdeploy/{APP}/fullchain.pem"
+
+
+def get(host, path="/", **kw):
+    return https_get(host, NAME, path, cacert=CERT, **kw)
+
+
+@pytest.fixture(scope="module")
+def color(host):
+    return host.file(f"/srv/{APP}/live-color").content_string.strip()
+
+
+def test_home_page_reads_from_postgres_over_https(host):
+    page = get(host)
+    assert page.status == 200
+    assert "Hello from PostgreSQL" in page.body
+    assert page.headers["strict-transport-security"].startswith("max-age=")
+
+
+def test_http_redirects_to_https(host):
+    page = https_get(host, NAME, "/some/path?q=1", scheme="http")
+    assert page.status == 308
+    assert page.headers["location"] == f"https://{NAME}/some/path?q=1"
+
+
+def test_hashed_static_file_comes_from_nginx_with_cache_headers(host, color):
+    page = get(host)
+    urls = hashed_static_urls(page.body)
+    assert urls, "the page links no hashed static file"
+    static = get(host, urls[0])
+    assert static.status == 200
+    assert "immutable" in static.headers["cache-control"]
+    assert "max-age=31536000" in static.headers["cache-control"]
+    # gunicorn logs every request it serves: the static file never reached it.
+    log = host.run(f"journalctl --no-pager -u {APP}@{color}.service").stdout
+    assert "GET / " in log or 'GET / HTTP' in log, "the access log of gunicorn is not where expected"
+    assert urls[0] not in log
+
+
+def test_live_instance_is_socket_activated_and_runs_as_runtime_user(host, color):
+    assert color in {"blue", "green"}
+    socket = host.service(f"{APP}@{color}.socket")
+    assert socket.is_running and socket.is_enabled
+    assert host.socket(f"unix:///run/{APP}/gunicorn-{color}.sock").is_listening
+    pid = host.run(f"systemctl show -p MainPID --value {APP}@{color}.service").stdout.strip()
+    assert pid != "0"
+    assert host.run(f"ps -o user= -p {pid}").stdout.strip() == APP
+    other = "green" if color == "blue" else "blue"
+    assert not host.service(f"{APP}@{other}.service").is_running
+
+
+def test_runtime_user_cannot_write_the_release(host):
+    release = host.file(f"/srv/{APP}/current").linked_to
+    assert release.startswith(f"/srv/{APP}/releases/")
+    assert host.run(f"runuser -u {APP} -- test -r {release}/manage.py").rc == 0
+    for target in (release, f"{release}/manage.py", f"{release}/.venv/bin"):
+        result = host.run(f"runuser -u {APP} -- touch {target}/probe 2>&1 || runuser -u {APP} -- sh -c 'echo x >> {target}'")
+        assert result.rc != 0, f"{APP} can write {target}"
+    assert host.file(release).user == "deploy"
+
+
+def test_env_file_mode_and_owner(host):
+    env = host.file(f"/srv/{APP}/shared/.env")
+    assert env.user == "deploy"
+    assert env.group == APP
+    assert env.mode == 0o640
+    assert host.run(f"runuser -u www-data -- cat /srv/{APP}/shared/.env").rc != 0
+
+
+def test_postgres_refuses_a_wrong_password(host):
+    result = host.run(f"PGPASSWORD=wrong-password psql -h 127.0.0.1 -U {APP} -d {APP} -c 'select 1'")
+    assert result.rc != 0
+    assert "password authentication failed" in result.stderr
+
+
+def test_app_role_is_not_superuser(host):
+    result = host.run(
+        "runuser -u postgres -- psql -tAc "
+        f"\"select rolsuper, rolcreatedb, rolcreaterole from pg_roles where rolname = '{APP}'\""
+    )
+    assert result.stdout.strip() == "f|f|f"
+
+
+def test_check_deploy_is_clean_in_the_deployed_release(host):
+    result = host.run(f"runuser -u {APP} -- /usr/local/bin/{APP}-manage check --deploy --fail-level WARNING")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_release_record(host):
+    release = host.file(f"/srv/{APP}/current").linked_to
+    record = host.file(f"{release}/.djdeploy-release.json").content_string
+    assert re.search(r'"commit": "[0-9a-f]{40}"', record)
+
+
+def test_service_sandbox_exposure(host, color):
+    out = host.run(f"systemd-analyze security --no-pager {APP}@{color}.service").stdout
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
+    assert match, out[-500:]
+    assert float(match.group(1)) <= 2.0, out

@@ -1,0 +1,100 @@
+"""Release flows run from the controller like CI would: bad input, a second commit, a second app.
+
+These tests change the deployment, so they run last (file order) and in order.
+"""
+
+from testlib import https_get, inventory_without, run_playbook
+
+APP = "demo"
+NAME = "demo.test"
+CERT = f"/etc/ssl/djdeploy/{APP}/fullchain.pem"
+
+
+def live(host):
+    return host.file(f"/srv/{APP}/current").linked_to
+
+
+def assert_serving(host, release):
+    assert live(host) == release
+    page = https_get(host, NAME, "/", cacert=CERT)
+    assert page.status == 200
+    assert release.rsplit("/", 1)[-1] in page.body
+
+
+def test_unknown_ref_fails_clearly_and_keeps_serving(host):
+    before = live(host)
+    run = run_playbook("playbooks/release.yml", "-e", "app_ref=no-such-branch")
+    assert run.rc != 0
+    assert "the ref 'no-such-branch' does not exist" in run.output
+    assert_serving(host, before)
+
+
+def test_missing_repository_fails_clearly_and_keeps_serving(host):
+    before = live(host)
+    run = run_playbook("playbooks/release.yml", "-e", "app_repo=/srv/git/missing.git")
+    assert run.rc != 0
+    assert "cannot read the git repository '/srv/git/missing.git'" in run.output
+    assert_serving(host, before)
+
+
+def test_missing_secret_fails_before_any_change(host, tmp_path):
+    before = live(host)
+    inventory = inventory_without(tmp_path, "app_secret_key")
+    run = run_playbook("site.yml", inventory=inventory)
+    assert run.rc != 0
+    assert "app_secret_key" in run.output
+    assert "changed=0" in run.output
+    assert_serving(host, before)
+
+
+def test_short_secret_is_refused(host):
+    before = live(host)
+    run = run_playbook("playbooks/release.yml", "-e", "app_secret_key=too-short")
+    assert run.rc != 0
+    assert "release_secret_key must be at least 50 characters" in run.output
+    assert_serving(host, before)
+
+
+def test_second_commit_is_released_and_switched(host):
+    before = live(host)
+    commit = host.run(
+        "cd /srv/git/src/demo && echo change >> CHANGES.txt && git add -A && git commit -qm 'second' "
+        "&& git push -q /srv/git/demo.git HEAD:main && git rev-parse HEAD"
+    )
+    assert commit.rc == 0, commit.stderr
+    sha = commit.stdout.strip()
+    run = run_playbook("playbooks/release.yml")
+    assert run.rc == 0, run.output[-3000:]
+    after = live(host)
+    assert after != before
+    assert after.endswith(sha[:8])
+    assert host.file(before).is_directory, "the previous release was pruned"
+    assert host.file(f"/srv/{APP}/previous").linked_to == before
+    assert_serving(host, after)
+    # Same requirements: the venv was reused, not rebuilt.
+    assert host.file(f"{after}/.venv").linked_to == host.file(f"{before}/.venv").linked_to
+
+
+def test_release_of_the_same_commit_changes_nothing(host):
+    before = live(host)
+    run = run_playbook("playbooks/release.yml")
+    assert run.rc == 0, run.output[-3000:]
+    assert run.changed == 0, run.output[-3000:]
+    assert live(host) == before
+
+
+def test_second_app_with_another_shape_deploys_beside_the_first(host):
+    run = run_playbook(
+        "site.yml",
+        "-e",
+        '{"app_name": "legacy", "app_server_names": ["legacy.test"], '
+        '"app_repo": "/srv/git/legacy.git", "app_wsgi_module": "legacysite.wsgi:application", '
+        '"app_settings_module": "legacysite.settings", "app_settings_overlay": true, '
+        '"app_python_path": ["src"], "app_db_password": "legacy-db-password-1"}',
+    )
+    assert run.rc == 0, run.output[-4000:]
+    page = https_get(host, "legacy.test", "/", cacert="/etc/ssl/djdeploy/legacy/fullchain.pem")
+    assert page.status == 200
+    assert "Legacy app: 3 items" in page.body
+    # The first app is untouched and still serves.
+    assert https_get(host, NAME, "/", cacert=CERT).status == 200

@@ -1,0 +1,113 @@
+"""Helpers shared by the Molecule testinfra suites (imported from each scenario's conftest)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: str
+
+
+def https_get(
+    host: Any,
+    name: str,
+    path: str = "/",
+    *,
+    scheme: str = "https",
+    port: int | None = None,
+    cacert: str | None = None,
+    extra: str = "",
+) -> Response:
+    """Request name+path through nginx on the host as a browser would (SNI, verified TLS).
+
+    curl runs inside the host, so the request goes to its own loopback; --resolve sends the
+    real host name (SNI and Host header) to 127.0.0.1.
+    """
+    port = port or (443 if scheme == "https" else 80)
+    tls = f"--cacert {cacert}" if cacert else ""
+    cmd = (
+        f"curl -sS --max-time 20 -D - {tls} {extra} --resolve {name}:{port}:127.0.0.1 "
+        f"'{scheme}://{name}:{port}{path}'"
+    )
+    result = host.run(cmd)
+    assert result.rc == 0, f"{cmd}: {result.stderr}"
+    raw_headers, _, body = result.stdout.replace("\r\n", "\n").partition("\n\n")
+    lines = raw_headers.splitlines()
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        headers[key.strip().lower()] = value.strip()
+    return Response(status, headers, body)
+
+
+def hashed_static_urls(html: str) -> list[str]:
+    """Static URLs with a ManifestStaticFilesStorage hash (12 hex characters)."""
+    return re.findall(r'/static/[\w/.-]+\.[0-9a-f]{12}\.\w+', html)
+
+
+@dataclass
+class PlaybookRun:
+    rc: int
+    output: str
+
+    @property
+    def changed(self) -> int:
+        counts = re.findall(r"changed=(\d+)", self.output)
+        return sum(int(c) for c in counts)
+
+
+def run_playbook(
+    playbook: str, *args: str, inventory: str | None = None, timeout: int = 1200
+) -> PlaybookRun:
+    """Run a project playbook against the scenario's hosts, as a user (or CI) would."""
+    env = dict(os.environ)
+    env.update(
+        ANSIBLE_CONFIG=str(PROJECT / "ansible.cfg"),
+        ANSIBLE_ROLES_PATH=str(PROJECT / "roles"),
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_CALLBACKS_ENABLED="",
+    )
+    cmd = [
+        "ansible-playbook",
+        "-i",
+        inventory or env["MOLECULE_INVENTORY_FILE"],
+        str(PROJECT / playbook),
+        *args,
+    ]
+    proc = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
+
+
+def inventory_without(tmp_path: Path, *names: str) -> str:
+    """A copy of the Molecule inventory with some variables removed (e.g. a secret)."""
+    source = Path(os.environ["MOLECULE_INVENTORY_FILE"])
+    data = yaml.safe_load(source.read_text())
+
+    def strip(node: Any) -> None:
+        if isinstance(node, dict):
+            for name in names:
+                node.pop(name, None)
+            for value in node.values():
+                strip(value)
+
+    strip(data)
+    target = tmp_path / "inventory.yml"
+    target.write_text(yaml.safe_dump(data))
+    return str(target)
