@@ -56,7 +56,7 @@ def https_get(
 
 def hashed_static_urls(html: str) -> list[str]:
     """Static URLs with a ManifestStaticFilesStorage hash (12 hex characters)."""
-    return re.findall(r'/static/[\w/.-]+\.[0-9a-f]{12}\.\w+', html)
+    return re.findall(r"/static/[\w/.-]+\.[0-9a-f]{12}\.\w+", html)
 
 
 @dataclass

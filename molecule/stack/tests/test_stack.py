@@ -42,7 +42,9 @@ def test_hashed_static_file_comes_from_nginx_with_cache_headers(host, color):
     assert "max-age=31536000" in static.headers["cache-control"]
     # gunicorn logs every request it serves: the static file never reached it.
     log = host.run(f"journalctl --no-pager -u {APP}@{color}.service").stdout
-    assert "GET / " in log or 'GET / HTTP' in log, "the access log of gunicorn is not where expected"
+    assert "GET / " in log or "GET / HTTP" in log, (
+        "the access log of gunicorn is not where expected"
+    )
     assert urls[0] not in log
 
 
@@ -63,7 +65,9 @@ def test_runtime_user_cannot_write_the_release(host):
     assert release.startswith(f"/srv/{APP}/releases/")
     assert host.run(f"runuser -u {APP} -- test -r {release}/manage.py").rc == 0
     for target in (release, f"{release}/manage.py", f"{release}/.venv/bin"):
-        result = host.run(f"runuser -u {APP} -- touch {target}/probe 2>&1 || runuser -u {APP} -- sh -c 'echo x >> {target}'")
+        result = host.run(
+            f"runuser -u {APP} -- touch {target}/probe 2>&1 || runuser -u {APP} -- sh -c 'echo x >> {target}'"
+        )
         assert result.rc != 0, f"{APP} can write {target}"
     assert host.file(release).user == "deploy"
 
@@ -77,7 +81,9 @@ def test_env_file_mode_and_owner(host):
 
 
 def test_postgres_refuses_a_wrong_password(host):
-    result = host.run(f"PGPASSWORD=wrong-password psql -h 127.0.0.1 -U {APP} -d {APP} -c 'select 1'")
+    result = host.run(
+        f"PGPASSWORD=wrong-password psql -h 127.0.0.1 -U {APP} -d {APP} -c 'select 1'"
+    )
     assert result.rc != 0
     assert "password authentication failed" in result.stderr
 
@@ -91,7 +97,9 @@ def test_app_role_is_not_superuser(host):
 
 
 def test_check_deploy_is_clean_in_the_deployed_release(host):
-    result = host.run(f"runuser -u {APP} -- /usr/local/bin/{APP}-manage check --deploy --fail-level WARNING")
+    result = host.run(
+        f"runuser -u {APP} -- /usr/local/bin/{APP}-manage check --deploy --fail-level WARNING"
+    )
     assert result.rc == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 

@@ -58,8 +58,9 @@ def test_short_secret_is_refused(host):
 def test_second_commit_is_released_and_switched(host):
     before = live(host)
     commit = host.run(
-        "cd /srv/git/src/demo && echo change >> CHANGES.txt && git add -A && git commit -qm 'second' "
-        "&& git push -q /srv/git/demo.git HEAD:main && git rev-parse HEAD"
+        "cd /srv/git/src/demo && echo change >> CHANGES.txt && git add -A "
+        "&& git commit -qm 'second' && git push -q /srv/git/demo.git HEAD:main "
+        "&& git rev-parse HEAD"
     )
     assert commit.rc == 0, commit.stderr
     sha = commit.stdout.strip()
