@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Part of ansible-core itself: never listed in requirements.yml.
 CORE = {"ansible.builtin", "ansible.legacy"}
 FQCN_RE = re.compile(r"(?<![\w./-])([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)\b")
+INVENTORY_DIRS = {"inventories", "group_vars", "host_vars"}
 SKIP_DIRS = {".venv", ".cache", ".git", "node_modules", "__pycache__"}
 
 
@@ -57,7 +58,9 @@ def used_collections(
         text = path.read_text(errors="replace")
         rel = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
         names: set[str] = set()
-        if path.suffix in {".yml", ".yaml"}:
+        # Inventories map host names (dotted) to values: only the text scan applies there.
+        is_inventory = any(part in INVENTORY_DIRS for part in Path(rel).parts)
+        if path.suffix in {".yml", ".yaml"} and not is_inventory:
             try:
                 for doc in yaml.safe_load_all(text):
                     names.update(".".join(k.split(".")[:2]) for k in task_keys(doc))
