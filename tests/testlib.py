@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,6 @@ def run_playbook(
         ANSIBLE_ROLES_PATH=str(PROJECT / "roles"),
         ANSIBLE_FORCE_COLOR="0",
         ANSIBLE_NOCOLOR="1",
-        ANSIBLE_CALLBACKS_ENABLED="",
     )
     cmd = [
         "ansible-playbook",
@@ -96,18 +96,20 @@ def run_playbook(
 
 
 def inventory_without(tmp_path: Path, *names: str) -> str:
-    """A copy of the Molecule inventory with some variables removed (e.g. a secret)."""
+    """A copy of the Molecule inventory (file and group_vars) with some variables removed."""
     source = Path(os.environ["MOLECULE_INVENTORY_FILE"])
-    data = yaml.safe_load(source.read_text())
+    target = tmp_path / "inventory"
+    shutil.copytree(source.parent, target, symlinks=False)
+    for path in target.rglob("*.yml"):
+        data = yaml.safe_load(path.read_text())
+        _strip(data, names)
+        path.write_text(yaml.safe_dump(data))
+    return str(target / source.name)
 
-    def strip(node: Any) -> None:
-        if isinstance(node, dict):
-            for name in names:
-                node.pop(name, None)
-            for value in node.values():
-                strip(value)
 
-    strip(data)
-    target = tmp_path / "inventory.yml"
-    target.write_text(yaml.safe_dump(data))
-    return str(target)
+def _strip(node: Any, names: tuple[str, ...]) -> None:
+    if isinstance(node, dict):
+        for name in names:
+            node.pop(name, None)
+        for value in node.values():
+            _strip(value, names)
