@@ -88,8 +88,10 @@ def bootstrap_access() -> None:
     if not key.exists():
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "djdeploy-demo", "-f", str(key))
     pub = (STATE / "id_ed25519.pub").read_text().strip()
+    # Only on first boot: afterwards the base role owns the user and its sudoers file.
     script = (
-        "id deploy >/dev/null 2>&1 || useradd -m -s /bin/bash deploy; "
+        "id deploy >/dev/null 2>&1 && exit 0; "
+        "useradd -m -s /bin/bash deploy; "
         "install -d -m 0700 -o deploy -g deploy /home/deploy/.ssh; "
         f"echo '{pub}' > /home/deploy/.ssh/authorized_keys; "
         "chown deploy:deploy /home/deploy/.ssh/authorized_keys; "
