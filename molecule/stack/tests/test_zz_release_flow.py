@@ -3,6 +3,8 @@
 These tests change the deployment, so they run last (file order) and in order.
 """
 
+import base64
+
 from testlib import https_get, inventory_without, run_playbook
 
 APP = "demo"
@@ -82,6 +84,71 @@ def test_release_of_the_same_commit_changes_nothing(host):
     assert run.rc == 0, run.output[-3000:]
     assert run.changed == 0, run.output[-3000:]
     assert live(host) == before
+
+
+def test_a_held_lock_refuses_a_release_until_broken(host):
+    owner = '{"who": "alice", "since": "2026-01-01T00:00:00Z", "action": "release", "run": "x"}'
+    held = host.run(
+        f"mkdir /srv/{APP}/.deploy-lock && echo '{owner}' > /srv/{APP}/.deploy-lock/owner.json"
+    )
+    assert held.rc == 0
+    run = run_playbook("playbooks/release.yml")
+    assert run.rc != 0
+    assert "locked by alice since 2026-01-01T00:00:00Z" in run.output
+    assert "release_break_lock=true" in run.output
+    run = run_playbook("playbooks/release.yml", "-e", "release_break_lock=true")
+    assert run.rc == 0, run.output[-3000:]
+    assert not host.file(f"/srv/{APP}/.deploy-lock").exists
+
+
+def test_rollback_switches_back_without_a_build_and_forward_again(host):
+    current = live(host)
+    previous = host.file(f"/srv/{APP}/previous").linked_to
+    run = run_playbook("playbooks/rollback.yml")
+    assert run.rc == 0, run.output[-3000:]
+    assert "Build |" not in run.output
+    assert_serving(host, previous)
+    run = run_playbook(
+        "playbooks/rollback.yml", "-e", f"release_rollback_to={current.rsplit('/', 1)[-1]}"
+    )
+    assert run.rc == 0, run.output[-3000:]
+    assert_serving(host, current)
+
+
+MIGRATION = """from django.db import migrations
+
+
+def add(apps, schema_editor):
+    apps.get_model("greetings", "Greeting").objects.create(text="Second greeting")
+
+
+class Migration(migrations.Migration):
+    dependencies = [("greetings", "0002_hello_greeting")]
+    operations = [migrations.RunPython(add, migrations.RunPython.noop)]
+"""
+
+
+def test_rollback_past_a_migration_is_refused_unless_allowed(host):
+    before = live(host)
+    encoded = base64.b64encode(MIGRATION.encode()).decode()
+    path = "/srv/git/src/demo/greetings/migrations/0003_second_greeting.py"
+    assert host.run(f"echo {encoded} | base64 -d > {path}").rc == 0
+    pushed = host.run(
+        "cd /srv/git/src/demo && git add -A && git commit -qm 'migration' "
+        "&& git push -q /srv/git/demo.git HEAD:main"
+    )
+    assert pushed.rc == 0, pushed.stderr
+    run = run_playbook("playbooks/release.yml")
+    assert run.rc == 0, run.output[-3000:]
+    after = live(host)
+    assert "Second greeting" in https_get(host, NAME, "/", cacert=CERT).body
+    run = run_playbook("playbooks/rollback.yml")
+    assert run.rc != 0
+    assert "applied migrations greetings.0003_second_greeting" in run.output
+    assert_serving(host, after)
+    run = run_playbook("playbooks/rollback.yml", "-e", "release_rollback_allow_migrations=true")
+    assert run.rc == 0, run.output[-3000:]
+    assert_serving(host, before)
 
 
 def test_second_app_with_another_shape_deploys_beside_the_first(host):
