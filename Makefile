@@ -54,7 +54,8 @@ test: setup engine ## Everything: lint, unit tests, every Molecule scenario on b
 
 molecule: setup engine ## One scenario: make molecule S=base DISTRO=debian13 [CMD=converge]
 	$(BIN)/python -m tools.images $(DISTRO)
-	MOLECULE_DISTRO=$(DISTRO) molecule $(or $(CMD),test) -s $(S)
+	MOLECULE_DISTRO=$(DISTRO) MOLECULE_EPHEMERAL_DIRECTORY=$(CURDIR)/.cache/molecule/$(S)-$(DISTRO) \
+	  molecule $(or $(CMD),test) -s $(S)
 
 demo: setup engine ## Deploy the demo Django app to local containers over SSH and print its URL
 	$(BIN)/python -m tools.demo up

@@ -41,6 +41,19 @@ def scenarios() -> list[str]:
     return found
 
 
+def molecule_env(scenario: str, distro: str) -> dict[str, str]:
+    """Environment of one scenario run: its distro and its own state directory, so the
+    same scenario on two distros never shares (or clobbers) Molecule's state."""
+    state = ROOT / ".cache" / "molecule" / f"{scenario}-{distro}"
+    return dict(
+        os.environ,
+        MOLECULE_DISTRO=distro,
+        MOLECULE_EPHEMERAL_DIRECTORY=str(state),
+        PY_COLORS="0",
+        ANSIBLE_FORCE_COLOR="0",
+    )
+
+
 def run_step(name: str, cmd: list[str], env: dict[str, str] | None = None) -> Step:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = LOG_DIR / (name.replace(" ", "_").replace("/", "_") + ".log")
@@ -85,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if images.ok:
         for distro in distros:
             for scenario in wanted:
-                env = dict(
-                    os.environ, MOLECULE_DISTRO=distro, PY_COLORS="0", ANSIBLE_FORCE_COLOR="0"
-                )
+                env = molecule_env(scenario, distro)
                 steps.append(
                     run_step(
                         f"molecule {scenario} {distro}", ["molecule", "test", "-s", scenario], env
