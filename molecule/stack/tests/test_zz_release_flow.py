@@ -82,9 +82,8 @@ def test_release_of_the_same_commit_changes_nothing(host):
 
 def test_a_held_lock_refuses_a_release_until_broken(host):
     owner = '{"who": "alice", "since": "2026-01-01T00:00:00Z", "action": "release", "run": "x"}'
-    held = host.run(
-        f"mkdir /srv/{APP}/.deploy-lock && echo '{owner}' > /srv/{APP}/.deploy-lock/owner.json"
-    )
+    lock = f"/run/lock/djdeploy-{APP}.lock"
+    held = host.run(f"mkdir {lock} && echo '{owner}' > {lock}/owner.json")
     assert held.rc == 0
     run = run_playbook("playbooks/release.yml")
     assert run.rc != 0
@@ -92,7 +91,7 @@ def test_a_held_lock_refuses_a_release_until_broken(host):
     assert "release_break_lock=true" in run.output
     run = run_playbook("playbooks/release.yml", "-e", "release_break_lock=true")
     assert run.rc == 0, run.output[-3000:]
-    assert not host.file(f"/srv/{APP}/.deploy-lock").exists
+    assert not host.file(lock).exists
 
 
 def test_rollback_switches_back_without_a_build_and_forward_again(host):
