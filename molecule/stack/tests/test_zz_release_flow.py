@@ -137,7 +137,10 @@ def test_rollback_past_a_migration_is_refused_unless_allowed(host):
     assert "Second greeting" in https_get(host, NAME, "/", cacert=CERT).body
     run = run_playbook("playbooks/rollback.yml")
     assert run.rc != 0
-    assert "applied migrations greetings.0003_second_greeting" in run.output
+    assert "applied migrations" in run.output
+    assert "greetings.0003_second_greeting" in run.output
+    # Only what came after the target counts, not the migrations of older releases.
+    assert "greetings.0001_initial" not in run.output
     assert_serving(host, after)
     run = run_playbook("playbooks/rollback.yml", "-e", "release_rollback_allow_migrations=true")
     assert run.rc == 0, run.output[-3000:]
