@@ -3,6 +3,8 @@
 These tests change the deployment, so they run last (file order) and in order.
 """
 
+import base64
+
 import pytest
 from testlib import https_get, inventory_without, run_playbook
 
@@ -104,6 +106,45 @@ def test_rollback_switches_back_without_a_build_and_forward_again(host):
     )
     assert run.rc == 0, run.output[-3000:]
     assert_serving(host, current)
+
+
+MIGRATION = """from django.db import migrations
+
+
+def add(apps, schema_editor):
+    apps.get_model("greetings", "Greeting").objects.create(text="Second greeting")
+
+
+class Migration(migrations.Migration):
+    dependencies = [("greetings", "0002_hello_greeting")]
+    operations = [migrations.RunPython(add, migrations.RunPython.noop)]
+"""
+
+
+def test_rollback_past_a_migration_is_refused_unless_allowed(host):
+    before = live(host)
+    encoded = base64.b64encode(MIGRATION.encode()).decode()
+    path = "/srv/git/src/demo/greetings/migrations/0003_second_greeting.py"
+    assert host.run(f"echo {encoded} | base64 -d > {path}").rc == 0
+    pushed = host.run(
+        "cd /srv/git/src/demo && git add -A && git commit -qm 'migration' "
+        "&& git push -q /srv/git/demo.git HEAD:main"
+    )
+    assert pushed.rc == 0, pushed.stderr
+    run = run_playbook("playbooks/release.yml")
+    assert run.rc == 0, run.output[-3000:]
+    after = live(host)
+    assert "Second greeting" in https_get(host, NAME, "/", cacert=CERT).body
+    run = run_playbook("playbooks/rollback.yml")
+    assert run.rc != 0
+    assert "applied migrations" in run.output
+    assert "greetings.0003_second_greeting" in run.output
+    # Only what came after the target counts, not the migrations of older releases.
+    assert "greetings.0001_initial" not in run.output
+    assert_serving(host, after)
+    run = run_playbook("playbooks/rollback.yml", "-e", "release_rollback_allow_migrations=true")
+    assert run.rc == 0, run.output[-3000:]
+    assert_serving(host, before)
 
 
 def test_second_app_with_another_shape_deploys_beside_the_first(host):
