@@ -66,6 +66,11 @@ class PlaybookRun:
     output: str
 
     @property
+    def flat(self) -> str:
+        """The output with every run of whitespace as one space (messages wrap in YAML output)."""
+        return " ".join(self.output.split())
+
+    @property
     def changed(self) -> int:
         counts = re.findall(r"changed=(\d+)", self.output)
         return sum(int(c) for c in counts)

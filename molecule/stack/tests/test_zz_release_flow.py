@@ -108,6 +108,79 @@ def test_rollback_switches_back_without_a_build_and_forward_again(host):
     assert_serving(host, current)
 
 
+def push(change: str, message: str, host) -> str:
+    """Apply a shell change to the demo app's source, commit and push it; return the sha."""
+    result = host.run(
+        f"cd /srv/git/src/demo && {change} && git add -A && git commit -qm '{message}' "
+        "&& git push -q /srv/git/demo.git HEAD:main && git rev-parse HEAD"
+    )
+    assert result.rc == 0, result.stderr
+    return result.stdout.strip()
+
+
+def revert(host) -> None:
+    """Undo the last commit with a new one (the release history moves forward only)."""
+    result = host.run(
+        "cd /srv/git/src/demo && git revert --no-edit HEAD >/dev/null "
+        "&& git push -q /srv/git/demo.git HEAD:main"
+    )
+    assert result.rc == 0, result.stderr
+
+
+FAILING_MIGRATION = """from django.db import migrations
+
+
+def fail(apps, schema_editor):
+    raise RuntimeError("this migration fails on purpose")
+
+
+class Migration(migrations.Migration):
+    dependencies = [("greetings", "0002_hello_greeting")]
+    operations = [migrations.RunPython(fail, migrations.RunPython.noop)]
+"""
+
+
+def write(path: str, text: str) -> str:
+    encoded = base64.b64encode(text.encode()).decode()
+    return f"echo {encoded} | base64 -d > {path}"
+
+
+@pytest.mark.parametrize(
+    ("change", "messages"),
+    [
+        (
+            "echo 'raise RuntimeError(\"boot fails on purpose\")' >> demo/wsgi.py",
+            ["did not start or answer /healthz with 200", "boot fails on purpose"],
+        ),
+        (
+            "echo djdeploy-no-such-package==0.0.1 >> requirements.txt",
+            ["installing the dependencies of", "djdeploy-no-such-package"],
+        ),
+        (
+            write("greetings/migrations/0003_fails.py", FAILING_MIGRATION),
+            ["migrating the database from", "failed; no host was switched", "fails on purpose"],
+        ),
+    ],
+    ids=["app-does-not-boot", "pip-install-fails", "migration-fails"],
+)
+def test_failed_release_keeps_the_live_one_and_says_why(host, change, messages):
+    before = live(host)
+    sha = push(change, "breaks", host)
+    try:
+        run = run_playbook("playbooks/release.yml")
+        assert run.rc != 0
+        for message in messages:
+            assert message in run.flat, run.output[-3000:]
+        assert_serving(host, before)
+        # No lock is left behind, and the failed release is removed or marked.
+        assert not host.file(f"/run/lock/djdeploy-{APP}.lock").exists
+        built = host.run(f"ls -d /srv/{APP}/releases/*-{sha[:8]} 2>/dev/null").stdout.split()
+        for path in built:
+            assert host.file(f"{path}/.djdeploy-failed.json").exists, f"{path} is not marked"
+    finally:
+        revert(host)
+
+
 MIGRATION = """from django.db import migrations
 
 

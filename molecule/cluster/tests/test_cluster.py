@@ -1,0 +1,248 @@
+"""The multi-host topology: a load balancer (TLS) in front of two app hosts and a database host.
+
+Requests go to the balancer as a browser would: from the controller to the balancer's address
+on the scenario's docker network, SNI and Host demo.test, TLS verified against the balancer's
+certificate. The flows at the end change the deployment, so they run last and in order.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import testinfra
+from testlib import hashed_static_urls, https_get, run_playbook
+
+from tools.probe import Probe
+
+DISTRO = os.environ.get("MOLECULE_DISTRO", "debian12")
+LB, WEB1, WEB2, DB = (f"cluster-{name}-{DISTRO}" for name in ("lb", "web1", "web2", "db"))
+WEBS = (WEB1, WEB2)
+testinfra_hosts = [LB]
+
+APP = "demo"
+NAME = "demo.test"
+CERT = f"/etc/ssl/djdeploy/{APP}/fullchain.pem"
+BACKENDS = f"/etc/nginx/djdeploy/{APP}/backends"
+# Load during releases: steady, bounded in count and time (a test, not the benchmark).
+PROBE_RATE = 20
+PROBE_MAX_REQUESTS = 6000
+PROBE_MAX_SECONDS = 280
+
+
+def other(name: str) -> Any:
+    return testinfra.get_host(
+        f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"]
+    )
+
+
+def live(name: str) -> str:
+    return other(name).file(f"/srv/{APP}/current").linked_to
+
+
+def address(host: Any) -> str:
+    return host.run("hostname -I").stdout.split()[0]
+
+
+@pytest.fixture(scope="module")
+def cacert(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("tls") / "lb.pem"
+    path.write_text(other(LB).file(CERT).content_string)
+    return str(path)
+
+
+def probe(cacert: str, path: str = "/") -> Probe:
+    return Probe(
+        f"https://{NAME}{path}",
+        connect=f"{address(other(LB))}:443",
+        cacert=cacert,
+        rate=PROBE_RATE,
+        max_requests=PROBE_MAX_REQUESTS,
+        max_seconds=PROBE_MAX_SECONDS,
+    )
+
+
+def push(change: str, message: str) -> str:
+    """Run a shell change in the app's source on the db host, commit, push; return the sha."""
+    db = other(DB)
+    result = db.run(
+        f"cd /srv/git/src/{APP} && {change} && git add -A && git commit -qm '{message}' "
+        f"&& git push -q /srv/git/{APP}.git HEAD:main && git rev-parse HEAD"
+    )
+    assert result.rc == 0, result.stderr
+    return result.stdout.strip()
+
+
+def write(path: str, text: str) -> str:
+    encoded = base64.b64encode(text.encode()).decode()
+    return f"echo {encoded} | base64 -d > {path}"
+
+
+def in_rotation(lb: Any) -> dict[str, bool]:
+    return {name: "down" not in lb.file(f"{BACKENDS}/{name}.conf").content_string for name in WEBS}
+
+
+def test_balancer_serves_the_app_from_both_app_hosts(host):
+    logs = {name: f"/var/log/nginx/{APP}.access.log" for name in WEBS}
+    before = {
+        name: len(other(name).file(log).content_string.splitlines()) for name, log in logs.items()
+    }
+    for _ in range(8):
+        page = https_get(host, NAME, "/", cacert=CERT)
+        assert page.status == 200
+        assert "Hello" in page.body
+    after = {
+        name: len(other(name).file(log).content_string.splitlines()) for name, log in logs.items()
+    }
+    for name in WEBS:
+        assert after[name] > before[name], f"{name} got no request through the balancer"
+
+
+def test_every_app_host_is_in_rotation(host):
+    assert in_rotation(host) == {WEB1: True, WEB2: True}
+
+
+def test_balancer_redirects_http_and_sends_hsts(host):
+    assert https_get(host, NAME, "/", scheme="http").status == 308
+    page = https_get(host, NAME, "/", cacert=CERT)
+    assert "max-age=" in page.headers["strict-transport-security"]
+
+
+def test_app_hosts_answer_the_balancer_only(host):
+    db = other(DB)
+    for name in WEBS:
+        web = address(other(name))
+        probe_cmd = (
+            "curl -s -o /dev/null -w '%{http_code}' -H 'Host: demo.test' "
+            f"-H 'X-Forwarded-Proto: https' http://{web}:8000/healthz"
+        )
+        assert host.run(probe_cmd).stdout == "200"
+        assert db.run(probe_cmd).stdout == "403"
+
+
+def test_tls_and_certificates_live_on_the_balancer_only(host):
+    assert host.file(CERT).exists
+    for name in WEBS:
+        web = other(name)
+        assert not web.file(f"/etc/ssl/djdeploy/{APP}").exists
+        assert "listen 8000" in web.file(f"/etc/nginx/sites-available/{APP}.conf").content_string
+
+
+def test_database_lives_on_its_own_host(host):
+    assert other(DB).service("postgresql").is_running
+    for name in WEBS:
+        assert not other(name).package("postgresql").is_installed
+
+
+def test_static_files_fall_back_to_the_next_and_the_previous_release(host):
+    """nginx looks in current, then next, then previous: a file only in one of them is served."""
+    for name in WEBS:
+        web = other(name)
+        root = f"/srv/{APP}"
+        setup = web.run(
+            f"set -e; for r in next previous; do "
+            f"mkdir -p {root}/static/zz-$r {root}/releases/zz-$r; "
+            f"echo $r > {root}/static/zz-$r/only-in-$r.txt; "
+            f"ln -sfn {root}/static/zz-$r {root}/releases/zz-$r/static; "
+            f"if [ -L {root}/$r ]; then cp -P {root}/$r {root}/.saved-$r; fi; "
+            f"ln -sfn {root}/releases/zz-$r {root}/$r; done"
+        )
+        assert setup.rc == 0, setup.stderr
+        try:
+            for which in ("next", "previous"):
+                result = web.run(
+                    "curl -s -H 'Host: demo.test' -H 'X-Forwarded-Proto: https' "
+                    f"http://127.0.0.1:8000/static/only-in-{which}.txt"
+                )
+                assert result.stdout.strip() == which
+        finally:
+            web.run(
+                f"for r in next previous; do if [ -L {root}/.saved-$r ]; then "
+                f"mv -fT {root}/.saved-$r {root}/$r; else rm -f {root}/$r; fi; "
+                f"rm -rf {root}/releases/zz-$r {root}/static/zz-$r; done"
+            )
+
+
+def test_rolling_release_under_load_loses_no_request(host, cacert):
+    before = {name: live(name) for name in WEBS}
+    old_static = hashed_static_urls(https_get(host, NAME, "/", cacert=CERT).body)
+    assert old_static
+    sha = push(
+        "echo '/* release 2 */' >> greetings/static/greetings/site.css", "second: new static"
+    )
+    load = probe(cacert).start()
+    run = run_playbook("playbooks/release.yml")
+    report = load.stop()
+    assert run.rc == 0, run.output[-3000:]
+    assert report["sent"] > 100, report
+    assert report["failed"] == 0, {k: report[k] for k in ("sent", "failed", "status", "errors")}
+    for name in WEBS:
+        assert live(name).endswith(sha[:8])
+        assert other(name).file(f"/srv/{APP}/previous").linked_to == before[name]
+    assert in_rotation(host) == {WEB1: True, WEB2: True}
+    page = https_get(host, NAME, "/", cacert=CERT)
+    assert sha[:8] in page.body
+    new_static = hashed_static_urls(page.body)
+    assert set(new_static) != set(old_static)
+    # A page rendered by the old release still gets its files, whichever host answers.
+    for url in old_static + new_static:
+        for _ in range(2):
+            assert https_get(host, NAME, url, cacert=CERT).status == 200, url
+
+
+def test_rollback_under_load_loses_no_request(host, cacert):
+    current = {name: live(name) for name in WEBS}
+    previous = {name: other(name).file(f"/srv/{APP}/previous").linked_to for name in WEBS}
+    load = probe(cacert).start()
+    run = run_playbook("playbooks/rollback.yml")
+    report = load.stop()
+    assert run.rc == 0, run.output[-3000:]
+    assert report["failed"] == 0, {k: report[k] for k in ("sent", "failed", "status", "errors")}
+    for name in WEBS:
+        assert live(name) == previous[name]
+    run = run_playbook(
+        "playbooks/rollback.yml", "-e", f"release_rollback_to={Path(current[WEB1]).name}"
+    )
+    assert run.rc == 0, run.output[-3000:]
+    for name in WEBS:
+        assert live(name) == current[name]
+
+
+FAILING_HEALTH = """
+from django.http import HttpResponse
+
+
+def healthz(request):
+    return HttpResponse("broken on purpose", status=500)
+"""
+
+
+def test_failed_health_check_reverts_the_canary_and_stops(host, cacert):
+    before = {name: live(name) for name in WEBS}
+    sha = push(write("greetings/views.py", open_views() + FAILING_HEALTH), "health fails")
+    load = probe(cacert).start()
+    run = run_playbook("playbooks/release.yml")
+    report = load.stop()
+    assert run.rc != 0
+    assert f"did not start or answer /healthz with 200 on {WEB1}" in run.flat
+    assert f"{WEB1} is in the load balancers' rotation" in run.flat
+    assert "hosts after this one were not switched" in run.flat
+    assert report["failed"] == 0, {k: report[k] for k in ("sent", "failed", "status", "errors")}
+    for name in WEBS:
+        assert live(name) == before[name], f"{name} does not serve the previous release"
+    assert in_rotation(host) == {WEB1: True, WEB2: True}
+    # The failed release is built but never live: nothing points current at it.
+    assert not any(live(name).endswith(sha[:8]) for name in WEBS)
+    # The next release fixes it and goes out normally.
+    fixed = push("git revert --no-edit HEAD >/dev/null", "fix health")
+    run = run_playbook("playbooks/release.yml")
+    assert run.rc == 0, run.output[-3000:]
+    for name in WEBS:
+        assert live(name).endswith(fixed[:8])
+
+
+def open_views() -> str:
+    return other(DB).file(f"/srv/git/src/{APP}/greetings/views.py").content_string
