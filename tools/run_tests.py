@@ -3,7 +3,14 @@
 Prints the time each step took and ends with one line: ``N passed, N failed``.
 
 Usage: python -m tools.run_tests [--distro debian12 ...] [--scenario base ...] [--skip-lint]
-Environment: DISTROS / SCENARIOS (space separated) narrow the run like the options do.
+                                 [--jobs N]
+Environment: DISTROS / SCENARIOS (space separated) narrow the run like the options do;
+TEST_JOBS sets --jobs.
+
+The distros run side by side (--jobs, default: one per distro), each running its scenarios
+one after another: every scenario+distro has its own containers, docker network and Molecule
+state directory, and most of a scenario's time is spent waiting (package downloads, service
+starts, health-check retries), so two distros on two cores take far less than twice one.
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ import argparse
 import os
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +29,12 @@ from tools.images import DISTROS
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / ".cache" / "test-logs"
+_PRINT = threading.Lock()
+
+
+def say(text: str) -> None:
+    with _PRINT:
+        print(text, flush=True)
 
 
 @dataclass
@@ -57,7 +72,7 @@ def molecule_env(scenario: str, distro: str) -> dict[str, str]:
 def run_step(name: str, cmd: list[str], env: dict[str, str] | None = None) -> Step:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = LOG_DIR / (name.replace(" ", "_").replace("/", "_") + ".log")
-    print(f"==> {name}: {' '.join(cmd)} (log: {log.relative_to(ROOT)})", flush=True)
+    say(f"==> {name}: {' '.join(cmd)} (log: {log.relative_to(ROOT)})")
     start = time.monotonic()
     with log.open("w") as handle:
         proc = subprocess.run(
@@ -65,10 +80,11 @@ def run_step(name: str, cmd: list[str], env: dict[str, str] | None = None) -> St
         )
     seconds = time.monotonic() - start
     ok = proc.returncode == 0
-    print(f"<== {name}: {'PASS' if ok else 'FAIL'} in {seconds:.0f}s", flush=True)
+    report = f"<== {name}: {'PASS' if ok else 'FAIL'} in {seconds:.0f}s"
     if not ok:
         tail = log.read_text(errors="replace").splitlines()[-60:]
-        print("\n".join(f"    | {line}" for line in tail), flush=True)
+        report += "\n" + "\n".join(f"    | {line}" for line in tail)
+    say(report)
     return Step(name, ok, seconds, log)
 
 
@@ -78,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", action="append")
     parser.add_argument("--skip-lint", action="store_true")
     parser.add_argument("--skip-unit", action="store_true")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=int(os.environ.get("TEST_JOBS", "0")) or None,
+        help="distros run side by side (default: all of them)",
+    )
     args = parser.parse_args(argv)
 
     distros = args.distro or os.environ.get("DISTROS", "").split() or list(DISTROS)
@@ -96,14 +118,20 @@ def main(argv: list[str] | None = None) -> int:
     images = run_step("test images", [py, "-m", "tools.images", *distros])
     steps.append(images)
     if images.ok:
-        for distro in distros:
-            for scenario in wanted:
-                env = molecule_env(scenario, distro)
-                steps.append(
-                    run_step(
-                        f"molecule {scenario} {distro}", ["molecule", "test", "-s", scenario], env
-                    )
+
+        def run_distro(distro: str) -> list[Step]:
+            return [
+                run_step(
+                    f"molecule {scenario} {distro}",
+                    ["molecule", "test", "-s", scenario],
+                    molecule_env(scenario, distro),
                 )
+                for scenario in wanted
+            ]
+
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs or len(distros))) as pool:
+            for distro_steps in pool.map(run_distro, distros):
+                steps.extend(distro_steps)
 
     print("\nSummary (seconds):")
     for step in steps:

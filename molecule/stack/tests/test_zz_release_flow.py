@@ -220,18 +220,54 @@ def test_rollback_past_a_migration_is_refused_unless_allowed(host):
     assert_serving(host, before)
 
 
+LEGACY = (
+    '{"app_name": "legacy", "app_server_names": ["legacy.test"], '
+    '"app_repo": "/srv/git/legacy.git", "app_wsgi_module": "legacysite.wsgi:application", '
+    '"app_settings_module": "legacysite.settings", "app_settings_overlay": true, '
+    '"app_python_path": ["src"], "app_db_password": "legacy-db-password-1"}'
+)
+LEGACY_CERT = "/etc/ssl/djdeploy/legacy/fullchain.pem"
+
+
+def app_state(host, app: str) -> tuple[str, str]:
+    """The app's live release and the invocation of its live gunicorn (changes on restart)."""
+    release = host.file(f"/srv/{app}/current").linked_to
+    color = host.file(f"/srv/{app}/live-color").content_string.strip()
+    invocation = host.run(f"systemctl show -P InvocationID {app}@{color}.service").stdout.strip()
+    return release, invocation
+
+
 def test_second_app_with_another_shape_deploys_beside_the_first(host):
-    run = run_playbook(
-        "site.yml",
-        "-e",
-        '{"app_name": "legacy", "app_server_names": ["legacy.test"], '
-        '"app_repo": "/srv/git/legacy.git", "app_wsgi_module": "legacysite.wsgi:application", '
-        '"app_settings_module": "legacysite.settings", "app_settings_overlay": true, '
-        '"app_python_path": ["src"], "app_db_password": "legacy-db-password-1"}',
-    )
+    run = run_playbook("site.yml", "-e", LEGACY)
     assert run.rc == 0, run.output[-4000:]
     page = https_get(host, "legacy.test", "/", cacert="/etc/ssl/djdeploy/legacy/fullchain.pem")
     assert page.status == 200
     assert "Legacy app: 3 items" in page.body
     # The first app is untouched and still serves.
     assert https_get(host, NAME, "/", cacert=CERT).status == 200
+
+
+def test_each_app_releases_and_rolls_back_without_touching_the_other(host):
+    demo = app_state(host, APP)
+    before = app_state(host, "legacy")
+    commit = host.run(
+        "cd /srv/git/src/legacy && echo change >> CHANGES.txt && git add -A "
+        "&& git commit -qm 'second' && git push -q /srv/git/legacy.git HEAD:main"
+    )
+    assert commit.rc == 0, commit.stderr
+    run = run_playbook("playbooks/release.yml", "-e", LEGACY)
+    assert run.rc == 0, run.output[-3000:]
+    assert app_state(host, "legacy")[0] != before[0]
+    run = run_playbook("playbooks/rollback.yml", "-e", LEGACY)
+    assert run.rc == 0, run.output[-3000:]
+    assert app_state(host, "legacy")[0] == before[0]
+    assert "Legacy app: 3 items" in https_get(host, "legacy.test", "/", cacert=LEGACY_CERT).body
+    # The demo app kept its release and its gunicorn process throughout.
+    assert app_state(host, APP) == demo
+    assert_serving(host, demo[0])
+    # And the other way round: rolling the demo app back leaves the legacy app alone.
+    legacy = app_state(host, "legacy")
+    run = run_playbook("playbooks/rollback.yml", "-e", "release_rollback_allow_migrations=true")
+    assert run.rc == 0, run.output[-3000:]
+    assert app_state(host, APP)[0] != demo[0]
+    assert app_state(host, "legacy") == legacy
