@@ -131,9 +131,8 @@ def host_state(host: Host) -> Path:
 
 def start_host(host: Host, distro: str) -> None:
     demo.start_container(host.name, distro, ["--network", NETWORK])
-    host.ip = docker(
-        "inspect", "-f", f"{{{{.NetworkSettings.Networks.{NETWORK}.IPAddress}}}}", host.name
-    )
+    template = f'{{{{(index .NetworkSettings.Networks "{NETWORK}").IPAddress}}}}'
+    host.ip = docker("inspect", "-f", template, host.name)
     demo.bootstrap_access(host.name, host_state(host), (host.ip, 22))
 
 
@@ -268,6 +267,7 @@ class Load:
         """Steady traffic from LEAD_S before the action to at least TAIL_S after it, and at
         least min_requests requests; the report says when the action ran."""
         wanted = min_requests or self.min_requests
+        load_before = os.getloadavg()[0]
         running = self.probe(ip, cacert, max_requests=int(self.rate * self.max_seconds)).start()
         try:
             time.sleep(LEAD_S)
@@ -282,7 +282,9 @@ class Load:
         began = running.started_at
         report["action_window_s"] = [round(start - began, 2), round(end - began, 2)]
         log(f"  load: {summary(report)}")
-        return {"seconds": seconds, "probe": report}
+        # The machine is shared: its 1-minute load average says how contended the run was.
+        loadavg = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+        return {"seconds": seconds, "loadavg_1m": loadavg, "probe": report}
 
     def check(self, ip: str, cacert: Path) -> None:
         """A short warm-up: the site answers 200 through nginx before any measurement."""
@@ -296,7 +298,8 @@ def fetch(container: str, path: str, dest: Path) -> Path:
     return dest
 
 
-def measure_ours(topo: Topology, load: Load, distro: str) -> dict[str, Any]:
+def measure_ours(topo: Topology, load: Load, results: dict[str, Any]) -> None:
+    """Fills ``results`` as it goes (a failure keeps what was measured)."""
     state = host_state(topo.hosts[0])
     secrets = demo.secrets_file(state)
     front = topo.host(topo.front)
@@ -306,7 +309,7 @@ def measure_ours(topo: Topology, load: Load, distro: str) -> dict[str, Any]:
         extra = {"app_db_host": db.ip, "app_db_allowed_networks": [load.subnet]}
     inventory = write_inventory(topo, state, {}, extra)
     web = [h for h in topo.hosts if "web" in h.groups]
-    results: dict[str, Any] = {"hosts": {h.name: h.groups for h in topo.hosts}}
+    results["hosts"] = {h.name: h.groups for h in topo.hosts}
 
     def release() -> float:
         return playbook(inventory, "playbooks/release.yml", secrets=secrets).seconds
@@ -321,17 +324,14 @@ def measure_ours(topo: Topology, load: Load, distro: str) -> dict[str, Any]:
             docker("exec", host.name, "systemctl", "restart", f"demo@{color}.service")
         return round(time.monotonic() - began, 1)
 
-    first = playbook(inventory, "site.yml", secrets=secrets)
+    timings: dict[str, Any] = results.setdefault("timings_s", {})
+    timings["first_converge"] = playbook(inventory, "site.yml", secrets=secrets).seconds
     noop = playbook(inventory, "site.yml", secrets=secrets)
+    timings["noop_rerun"], timings["noop_rerun_changed"] = noop.seconds, noop.changed
     cacert = fetch(front.name, "/etc/ssl/djdeploy/demo/fullchain.pem", state / "ca.pem")
     load.check(front.ip, cacert)
-    results["timings_s"] = {
-        "first_converge": first.seconds,
-        "noop_rerun": noop.seconds,
-        "noop_rerun_changed": noop.changed,
-    }
     for app, env in (("demo", {}), ("demo_boot2s", SLOW_BOOT_ENV)):
-        app_results: dict[str, Any] = {"app_env": env}
+        app_results: dict[str, Any] = results.setdefault(app, {"app_env": env})
         if env:
             inventory = write_inventory(topo, state, env, extra)
             log(f"{topo.name}: ours, the app now boots in 2 s (app_env {env})")
@@ -347,13 +347,13 @@ def measure_ours(topo: Topology, load: Load, distro: str) -> dict[str, Any]:
         app_results["plain_restart"] = load.during(
             front.ip, cacert, plain_restart, min_requests=int(load.rate * 12)
         )
-        results[app] = app_results
-    results["timings_s"]["code_release"] = results["demo"]["release"]["seconds"]
-    results["timings_s"]["rollback"] = results["demo"]["rollback"]["seconds"]
-    return results
+        if app == "demo":
+            timings["code_release"] = app_results["release"]["seconds"]
+            timings["rollback"] = app_results["rollback"]["seconds"]
 
 
-def measure_naive(host: Host, load: Load) -> dict[str, Any]:
+def measure_naive(host: Host, load: Load, results: dict[str, Any]) -> None:
+    """Fills ``results`` as it goes (a failure keeps what was measured)."""
     state = host_state(host)
     secrets = demo.secrets_file(state)
     topo = Topology("naive", [host], host.name)
@@ -362,19 +362,18 @@ def measure_naive(host: Host, load: Load) -> dict[str, Any]:
         "naive_static_root": "/var/www/demo/static",
     }
     inventory = write_inventory(topo, state, {}, naive_vars)
-    results: dict[str, Any] = {}
 
     def release(*args: str) -> Callable[[], float]:
         return lambda: (
             playbook(inventory, "bench/naive-release.yml", *args, secrets=secrets).seconds
         )
 
-    first = playbook(inventory, "bench/naive.yml", secrets=secrets)
-    results["timings_s"] = {"first_converge": first.seconds}
+    timings: dict[str, Any] = results.setdefault("timings_s", {})
+    timings["first_converge"] = playbook(inventory, "bench/naive.yml", secrets=secrets).seconds
     cacert = fetch(host.name, "/etc/ssl/certs/naive.crt", state / "ca.pem")
     load.check(host.ip, cacert)
     for app, env in (("demo", {}), ("demo_boot2s", SLOW_BOOT_ENV)):
-        app_results: dict[str, Any] = {"app_env": env}
+        app_results: dict[str, Any] = results.setdefault(app, {"app_env": env})
         if env:
             inventory = write_inventory(topo, state, env, naive_vars)
             log(f"naive: the app now boots in 2 s (app_env {env})")
@@ -386,10 +385,9 @@ def measure_naive(host: Host, load: Load) -> dict[str, Any]:
         app_results["release"] = load.during(host.ip, cacert, release())
         log(f"naive, {app}: rollback (git reset --hard HEAD~1) under load")
         app_results["rollback"] = load.during(host.ip, cacert, release("-e", "naive_rollback=true"))
-        results[app] = app_results
-    results["timings_s"]["code_release"] = results["demo"]["release"]["seconds"]
-    results["timings_s"]["rollback"] = results["demo"]["rollback"]["seconds"]
-    return results
+        if app == "demo":
+            timings["code_release"] = app_results["release"]["seconds"]
+            timings["rollback"] = app_results["rollback"]["seconds"]
 
 
 def playbook_groups() -> set[str]:
@@ -421,24 +419,27 @@ def run_topology(name: str, load_args: argparse.Namespace, distro: str) -> dict[
     subnet = network_subnet()
     load = Load(load_args.rate, load_args.min_requests, load_args.max_seconds, subnet)
     began = time.monotonic()
+    result: dict[str, Any] = {"available": True, "subnet": subnet}
     try:
         for host in topo.hosts:
             log(f"{name}: starting {host.name} ({distro}, groups {host.groups})")
             start_host(host, distro)
         # The repository every host fetches lives on the first host.
         demo.seed_repository(topo.hosts[0].name)
-        result: dict[str, Any] = {"available": True, "subnet": subnet}
-        result["ours"] = measure_ours(topo, load, distro)
+        measure_ours(topo, load, result.setdefault("ours", {}))
         if name == "single" and not load_args.skip_naive:
             naive = Host(f"{PREFIX}naive", ["web", "db"])
             log(f"naive baseline: starting {naive.name}")
             start_host(naive, distro)
             demo.seed_repository(naive.name)
-            result["naive"] = measure_naive(naive, load)
-        result["wall_s"] = round(time.monotonic() - began, 1)
-        return result
+            measure_naive(naive, load, result.setdefault("naive", {}))
+    except (BenchError, subprocess.CalledProcessError) as exc:
+        log(f"{name}: {exc}")
+        result["error"] = str(exc)
     finally:
+        result["wall_s"] = round(time.monotonic() - began, 1)
         cleanup()
+    return result
 
 
 # --- report ------------------------------------------------------------------------------
@@ -449,8 +450,10 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     lines.append(header)
     for topo, res in results["topologies"].items():
         if not res.get("available"):
-            lines.append(f"{topo:8} {res.get('reason', res.get('error', ''))}")
+            lines.append(f"{topo:8} {res['reason']}")
             continue
+        if "error" in res:
+            lines.append(f"{topo:8} FAILED (partial results below): {res['error']}")
         for stack in ("ours", "naive"):
             for app in ("demo", "demo_boot2s"):
                 for action in ("release", "rollback", "plain_restart"):
@@ -509,11 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     out = STATE / "results.json"
     try:
         for name in names:
-            try:
-                results["topologies"][name] = run_topology(name, args, args.distro)
-            except (BenchError, subprocess.CalledProcessError) as exc:
-                log(f"{name}: {exc}")
-                results["topologies"][name] = {"available": True, "error": str(exc)}
+            results["topologies"][name] = run_topology(name, args, args.distro)
+            if "error" in results["topologies"][name]:
                 status = 1
     except KeyboardInterrupt:
         log("interrupted; containers removed")
