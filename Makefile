@@ -60,6 +60,9 @@ molecule: setup engine ## One scenario: make molecule S=base DISTRO=debian13 [CM
 demo: setup engine ## Deploy the demo Django app to local containers over SSH and print its URL
 	$(BIN)/python -m tools.demo up
 
+bench: setup engine images ## Benchmark: releases and rollbacks under load, ours vs naive (JSON in .cache/bench/)
+	$(BIN)/python -m tools.bench $(BENCH_ARGS)
+
 demo-down: setup ## Tear the demo down
 	$(BIN)/python -m tools.demo down
 

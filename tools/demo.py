@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tools import images
@@ -37,57 +38,65 @@ def sh(*cmd: str, check: bool = True, capture: bool = False) -> subprocess.Compl
     return subprocess.run(cmd, check=check, text=True, capture_output=capture)
 
 
-def docker_exec(*cmd: str) -> None:
-    sh("docker", "exec", NAME, *cmd)
+def docker_exec(*cmd: str, name: str = NAME) -> None:
+    sh("docker", "exec", name, *cmd)
 
 
-def container_running() -> bool:
-    out = sh("docker", "inspect", "-f", "{{.State.Running}}", NAME, check=False, capture=True)
+def container_running(name: str = NAME) -> bool:
+    out = sh("docker", "inspect", "-f", "{{.State.Running}}", name, check=False, capture=True)
     return out.returncode == 0 and out.stdout.strip() == "true"
 
 
-def wait_for(what: str, probe: object, timeout: float = 90) -> None:
+def wait_for(what: str, probe: Callable[[], bool], timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if probe():  # type: ignore[operator]
+        if probe():
             return
         time.sleep(1)
     sys.exit(f"demo: {what} did not come up within {timeout:.0f}s")
 
 
-def systemd_up() -> bool:
-    out = sh("docker", "exec", NAME, "systemctl", "is-system-running", check=False, capture=True)
+def systemd_up(name: str = NAME) -> bool:
+    out = sh("docker", "exec", name, "systemctl", "is-system-running", check=False, capture=True)
     return out.stdout.strip() in {"running", "degraded"}
 
 
-def ssh_port_open() -> bool:
+def ssh_port_open(host: str = "127.0.0.1", port: int = PORTS["22"]) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", PORTS["22"]), timeout=2) as conn:
+        with socket.create_connection((host, port), timeout=2) as conn:
             return conn.recv(4).startswith(b"SSH")
     except OSError:
         return False
 
 
-def start_container() -> None:
-    image = images.build(DISTRO)
-    ports = [
-        arg for inside, outside in PORTS.items() for arg in ("-p", f"127.0.0.1:{outside}:{inside}")
-    ]
+def start_container(
+    name: str = NAME, distro: str = DISTRO, docker_args: Sequence[str] | None = None
+) -> None:
+    """A systemd container from the test image; ``docker_args`` default: the demo's ports."""
+    image = images.build(distro)
+    if docker_args is None:
+        docker_args = [
+            arg
+            for inside, outside in PORTS.items()
+            for arg in ("-p", f"127.0.0.1:{outside}:{inside}")
+        ]
     sh(
-        "docker", "run", "-d", "--name", NAME, "--hostname", NAME,
+        "docker", "run", "-d", "--name", name, "--hostname", name,
         "--cap-add", "SYS_ADMIN", "--cgroupns", "host",
         "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
-        "--stop-signal", "SIGRTMIN+3", *ports, image,
+        "--stop-signal", "SIGRTMIN+3", *docker_args, image,
     )  # fmt: skip
-    wait_for("systemd in the container", systemd_up)
+    wait_for("systemd in the container", lambda: systemd_up(name))
 
 
-def bootstrap_access() -> None:
+def bootstrap_access(
+    name: str = NAME, state: Path = STATE, ssh: tuple[str, int] = ("127.0.0.1", PORTS["22"])
+) -> None:
     """What a cloud image's first boot does: a sudo user with our SSH key."""
-    key = STATE / "id_ed25519"
+    key = state / "id_ed25519"
     if not key.exists():
-        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "djdeploy-demo", "-f", str(key))
-    pub = (STATE / "id_ed25519.pub").read_text().strip()
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key))
+    pub = (state / "id_ed25519.pub").read_text().strip()
     # Only on first boot: afterwards the base role owns the user and its sudoers file.
     script = (
         "id deploy >/dev/null 2>&1 && exit 0; "
@@ -99,11 +108,11 @@ def bootstrap_access() -> None:
         "echo 'deploy ALL=(ALL:ALL) NOPASSWD: ALL' > /etc/sudoers.d/deploy; "
         "chmod 0440 /etc/sudoers.d/deploy"
     )
-    docker_exec("sh", "-c", script)
-    wait_for("SSH on 127.0.0.1:2222", ssh_port_open)
+    docker_exec("sh", "-c", script, name=name)
+    wait_for(f"SSH on {ssh[0]}:{ssh[1]}", lambda: ssh_port_open(*ssh))
 
 
-def seed_repository() -> None:
+def seed_repository(name: str = NAME) -> None:
     """A git repository of the demo app inside the container, like a git server would be."""
     with tempfile.TemporaryDirectory(prefix="djdeploy-demo-repo-") as tmp:
         work = Path(tmp) / "demo"
@@ -125,13 +134,13 @@ def seed_repository() -> None:
             subprocess.run(cmd, cwd=work, env=env, check=True)
         bare = Path(tmp) / "demo.git"
         subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
-        docker_exec("sh", "-c", "rm -rf /srv/git/demo.git && mkdir -p /srv/git")
-        sh("docker", "cp", str(bare), f"{NAME}:/srv/git/demo.git")
-        docker_exec("chown", "-R", "deploy:deploy", "/srv/git")
+        docker_exec("sh", "-c", "rm -rf /srv/git/demo.git && mkdir -p /srv/git", name=name)
+        sh("docker", "cp", str(bare), f"{name}:/srv/git/demo.git")
+        docker_exec("chown", "-R", "deploy:deploy", "/srv/git", name=name)
 
 
-def secrets_file() -> Path:
-    path = STATE / "secrets.yml"
+def secrets_file(state: Path = STATE) -> Path:
+    path = state / "secrets.yml"
     if not path.exists():
         path.write_text(
             "---\n# Generated by `make demo` for the local demo only.\n"

@@ -269,6 +269,16 @@ class Probe:
         return self
 
     @property
+    def running(self) -> bool:
+        """True while the probe schedules or finishes requests."""
+        return self._runner is not None and self._runner.is_alive()
+
+    @property
+    def started_at(self) -> float:
+        """time.monotonic() when the run started (0 before start)."""
+        return self._started
+
+    @property
     def sent(self) -> int:
         """Requests completed so far (answered or failed)."""
         with self._lock:

@@ -1,0 +1,530 @@
+"""Benchmark: our stack against the naive baseline, under steady load (`make bench`).
+
+  python -m tools.bench [--topology single|multi|all] [--rate 60] [--min-requests 3000]
+
+For a topology it creates its own containers (djdeploy-bench-*, from the same
+djdeploy-systemd image, on its own Docker network djdeploy-bench), prepared like `make demo`
+(tools/demo.py: a `deploy` user with a fresh SSH key, the demo app's repository inside the
+container), and measures as wall seconds:
+
+  first converge     site.yml on fresh hosts
+  no-op re-run       site.yml again (and how many tasks reported a change)
+  code-only release  a new commit pushed to the repository the hosts fetch, playbooks/release.yml
+  rollback           playbooks/rollback.yml
+
+While releasing and rolling back it runs the load probe (tools/probe.py) through nginx over
+HTTPS from this machine to the container's address on the bench network, at --rate
+requests per second and for at least --min-requests requests per window, for the demo app
+and for the same app booting in 2 s (DEMO_BOOT_DELAY=2 in app_env). For reference it also
+measures a plain `systemctl restart` of the live socket-activated instance.
+
+The naive baseline (bench/naive.yml, bench/naive-release.yml) runs on another container
+from the same image: gunicorn.service binding its own socket, the app checked out in place,
+released with git pull, pip install, migrate, collectstatic and systemctl restart.
+
+Results: .cache/bench/results.json (plus a summary on stdout; playbook logs in
+.cache/bench/logs/). They are measurements, not assertions: the run fails only when a
+playbook fails. Containers and the network are removed at the end, also on failure or ^C.
+
+Topologies: `single` (one host: db and web). `multi` (db, web and lb groups: nginx on the
+lb host in front of the web hosts) needs the load-balancer topology in the playbooks; until
+the playbooks know an `lb` group it is reported as not available.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tools import demo, images
+from tools.probe import Probe, summary
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = ROOT / ".cache" / "bench"
+PREFIX = "djdeploy-bench-"
+NETWORK = "djdeploy-bench"
+SERVER_NAME = "demo.bench.test"
+SLOW_BOOT_ENV = {"DEMO_BOOT_DELAY": "2"}
+NAIVE_APP_DIR = "/home/deploy/demo"
+LEAD_S = 3.0  # probe traffic before the action starts
+TAIL_S = 3.0  # and after it ends (at least)
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", flush=True)
+
+
+@dataclass
+class Host:
+    name: str
+    groups: list[str]
+    ip: str = ""
+
+
+@dataclass
+class Topology:
+    name: str
+    hosts: list[Host]
+    # The host clients reach (nginx terminating TLS).
+    front: str
+    # Playbook groups this topology needs (the multi-host one needs the lb group).
+    needs_groups: list[str] = field(default_factory=list)
+
+    def host(self, name: str) -> Host:
+        return next(h for h in self.hosts if h.name == name)
+
+
+TOPOLOGIES: dict[str, Callable[[], Topology]] = {
+    "single": lambda: Topology("single", [Host(f"{PREFIX}one", ["web", "db"])], f"{PREFIX}one"),
+    "multi": lambda: Topology(
+        "multi",
+        [
+            Host(f"{PREFIX}db", ["db"]),
+            Host(f"{PREFIX}web1", ["web"]),
+            Host(f"{PREFIX}web2", ["web"]),
+            Host(f"{PREFIX}lb", ["lb"]),
+        ],
+        f"{PREFIX}lb",
+        needs_groups=["lb"],
+    ),
+}
+
+
+# --- containers and network --------------------------------------------------------------
+def docker(*args: str, check: bool = True) -> str:
+    return demo.sh("docker", *args, check=check, capture=True).stdout.strip()
+
+
+def cleanup() -> None:
+    """Remove every bench container and the bench network (only ours: by exact prefix)."""
+    names = docker("ps", "-a", "--filter", f"name=^{PREFIX}", "--format", "{{.Names}}", check=False)
+    for name in names.split():
+        if name.startswith(PREFIX):
+            docker("rm", "-f", name, check=False)
+    if docker("network", "ls", "-q", "--filter", f"name=^{NETWORK}$", check=False):
+        docker("network", "rm", NETWORK, check=False)
+
+
+def network_subnet() -> str:
+    docker("network", "create", NETWORK)
+    return docker("network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", NETWORK)
+
+
+def host_state(host: Host) -> Path:
+    path = STATE / "hosts" / host.name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def start_host(host: Host, distro: str) -> None:
+    demo.start_container(host.name, distro, ["--network", NETWORK])
+    template = f'{{{{(index .NetworkSettings.Networks "{NETWORK}").IPAddress}}}}'
+    host.ip = docker("inspect", "-f", template, host.name)
+    demo.bootstrap_access(host.name, host_state(host), (host.ip, 22))
+
+
+def push_commit(container: str, message: str) -> None:
+    """A code-only change (a comment in a view), pushed to the repository the hosts fetch."""
+    script = (
+        "set -eu; tmp=$(mktemp -d); trap 'rm -rf \"$tmp\"' EXIT; "
+        'git clone -q /srv/git/demo.git "$tmp/w"; cd "$tmp/w"; '
+        f"echo '# {message}' >> greetings/views.py; "
+        "git -c user.name=bench -c user.email=bench@example.invalid commit -qam "
+        f"'{message}'; git push -q origin HEAD:main"
+    )
+    demo.sh("docker", "exec", "-u", "deploy", container, "sh", "-c", script)
+
+
+# --- inventories and playbooks -----------------------------------------------------------
+def write_inventory(
+    topo: Topology, where: Path, app_env: dict[str, str], extra: dict[str, Any]
+) -> Path:
+    """hosts.yml and group_vars like inventories/local, for the bench containers.
+
+    JSON is YAML: the files are written with json.dumps (no YAML library needed here).
+    """
+    inventory = where / "inventory"
+    shutil.rmtree(inventory, ignore_errors=True)
+    group_vars = inventory / "group_vars" / "all"
+    group_vars.mkdir(parents=True)
+    (group_vars / "00-shared.yml").symlink_to(ROOT / "group_vars" / "all" / "main.yml")
+    state = host_state(topo.hosts[0])
+    app = {
+        "app_name": "demo",
+        "app_server_names": [SERVER_NAME],
+        "app_repo": "/srv/git/demo.git",
+        "app_ref": "main",
+        "app_wsgi_module": "demo.wsgi:application",
+        "app_env": app_env,
+        "app_tls_mode": "selfsigned",
+        "app_keep_releases": 5,
+        **extra,
+    }
+    (group_vars / "main.yml").write_text(json.dumps(app, indent=2) + "\n")
+    groups: dict[str, Any] = {}
+    for host in topo.hosts:
+        for group in host.groups:
+            groups.setdefault(group, {"hosts": {}})["hosts"][host.name] = {
+                "ansible_host": host.ip,
+                "ansible_ssh_private_key_file": str(host_state(host) / "id_ed25519"),
+            }
+    hosts = {
+        "all": {
+            "vars": {
+                "ansible_user": "deploy",
+                "ansible_python_interpreter": "/usr/bin/python3",
+                "ansible_ssh_common_args": "-o StrictHostKeyChecking=accept-new "
+                f"-o UserKnownHostsFile={state / 'known_hosts'}",
+            },
+            "children": groups,
+        }
+    }
+    (inventory / "hosts.yml").write_text(json.dumps(hosts, indent=2) + "\n")
+    return inventory
+
+
+@dataclass
+class Run:
+    seconds: float
+    changed: int
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+_step = 0
+
+
+def playbook(inventory: Path, path: str, *args: str, secrets: Path) -> Run:
+    """Run a playbook like a user would; its output goes to .cache/bench/logs/."""
+    global _step
+    _step += 1
+    logs = STATE / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    logfile = logs / f"{_step:02d}-{Path(path).stem}.log"
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+        ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
+        ANSIBLE_CACHE_PLUGIN_CONNECTION=str(STATE / "facts"),
+        ANSIBLE_SSH_CONTROL_PATH_DIR=str(STATE / "cp"),
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_NOCOLOR="1",
+    )
+    cmd = ["ansible-playbook", "-i", str(inventory), path, "-e", f"@{secrets}", *args]
+    log(f"{' '.join(cmd[:4])} {' '.join(args)} (log: {logfile.relative_to(ROOT)})")
+    began = time.monotonic()
+    with logfile.open("w") as out:
+        proc = subprocess.run(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=1800, check=False
+        )
+    seconds = round(time.monotonic() - began, 1)
+    text = logfile.read_text()
+    if proc.returncode != 0:
+        raise BenchError(f"{path} failed (rc {proc.returncode}); see {logfile}")
+    recap = text.rpartition("PLAY RECAP")[2]
+    changed = sum(int(n) for n in re.findall(r"changed=(\d+)", recap))
+    log(f"  {seconds} s, changed={changed}")
+    return Run(seconds, changed)
+
+
+# --- measurements under load -------------------------------------------------------------
+@dataclass
+class Load:
+    rate: float
+    min_requests: int
+    max_seconds: float
+    subnet: str
+
+    def probe(self, ip: str, cacert: Path, max_requests: int) -> Probe:
+        return Probe(
+            f"https://{SERVER_NAME}/",
+            connect=f"{ip}:443",
+            cacert=str(cacert),
+            rate=self.rate,
+            max_requests=max_requests,
+            max_seconds=self.max_seconds,
+            allowed_networks=[self.subnet],
+        )
+
+    def during(
+        self, ip: str, cacert: Path, action: Callable[[], float], min_requests: int | None = None
+    ) -> dict[str, Any]:
+        """Steady traffic from LEAD_S before the action to at least TAIL_S after it, and at
+        least min_requests requests; the report says when the action ran."""
+        wanted = min_requests or self.min_requests
+        load_before = os.getloadavg()[0]
+        running = self.probe(ip, cacert, max_requests=int(self.rate * self.max_seconds)).start()
+        try:
+            time.sleep(LEAD_S)
+            start = time.monotonic()
+            seconds = action()
+            end = time.monotonic()
+            time.sleep(TAIL_S)
+            while running.sent < wanted and running.running:
+                time.sleep(0.2)
+        finally:
+            report = running.stop()
+        began = running.started_at
+        report["action_window_s"] = [round(start - began, 2), round(end - began, 2)]
+        log(f"  load: {summary(report)}")
+        # The machine is shared: its 1-minute load average says how contended the run was.
+        loadavg = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+        return {"seconds": seconds, "loadavg_1m": loadavg, "probe": report}
+
+    def check(self, ip: str, cacert: Path) -> None:
+        """A short warm-up: the site answers 200 through nginx before any measurement."""
+        report = self.probe(ip, cacert, max_requests=20).run()
+        if report["failed"]:
+            raise BenchError(f"warm-up requests failed: {report['status']} {report['errors']}")
+
+
+def fetch(container: str, path: str, dest: Path) -> Path:
+    docker("cp", f"{container}:{path}", str(dest))
+    return dest
+
+
+def measure_ours(topo: Topology, load: Load, results: dict[str, Any]) -> None:
+    """Fills ``results`` as it goes (a failure keeps what was measured)."""
+    state = host_state(topo.hosts[0])
+    secrets = demo.secrets_file(state)
+    front = topo.host(topo.front)
+    extra: dict[str, Any] = {}
+    if topo.name == "multi":
+        db = next(h for h in topo.hosts if "db" in h.groups)
+        extra = {"app_db_host": db.ip, "app_db_allowed_networks": [load.subnet]}
+    inventory = write_inventory(topo, state, {}, extra)
+    web = [h for h in topo.hosts if "web" in h.groups]
+    results["hosts"] = {h.name: h.groups for h in topo.hosts}
+
+    def release() -> float:
+        return playbook(inventory, "playbooks/release.yml", secrets=secrets).seconds
+
+    def rollback() -> float:
+        return playbook(inventory, "playbooks/rollback.yml", secrets=secrets).seconds
+
+    def plain_restart() -> float:
+        began = time.monotonic()
+        for host in web:
+            color = docker("exec", host.name, "cat", "/srv/demo/live-color")
+            docker("exec", host.name, "systemctl", "restart", f"demo@{color}.service")
+        return round(time.monotonic() - began, 1)
+
+    timings: dict[str, Any] = results.setdefault("timings_s", {})
+    timings["first_converge"] = playbook(inventory, "site.yml", secrets=secrets).seconds
+    noop = playbook(inventory, "site.yml", secrets=secrets)
+    timings["noop_rerun"], timings["noop_rerun_changed"] = noop.seconds, noop.changed
+    cacert = fetch(front.name, "/etc/ssl/djdeploy/demo/fullchain.pem", state / "ca.pem")
+    load.check(front.ip, cacert)
+    for app, env in (("demo", {}), ("demo_boot2s", SLOW_BOOT_ENV)):
+        app_results: dict[str, Any] = results.setdefault(app, {"app_env": env})
+        if env:
+            inventory = write_inventory(topo, state, env, extra)
+            log(f"{topo.name}: ours, the app now boots in 2 s (app_env {env})")
+            app_results["config_release_s"] = playbook(
+                inventory, "playbooks/release.yml", secrets=secrets
+            ).seconds
+        push_commit(topo.hosts[0].name, app)
+        log(f"{topo.name}: ours, {app}: code-only release under load")
+        app_results["release"] = load.during(front.ip, cacert, release)
+        log(f"{topo.name}: ours, {app}: rollback under load")
+        app_results["rollback"] = load.during(front.ip, cacert, rollback)
+        log(f"{topo.name}: ours, {app}: plain restart of the socket-activated instance (reference)")
+        app_results["plain_restart"] = load.during(
+            front.ip, cacert, plain_restart, min_requests=int(load.rate * 12)
+        )
+        if app == "demo":
+            timings["code_release"] = app_results["release"]["seconds"]
+            timings["rollback"] = app_results["rollback"]["seconds"]
+
+
+def measure_naive(host: Host, load: Load, results: dict[str, Any]) -> None:
+    """Fills ``results`` as it goes (a failure keeps what was measured)."""
+    state = host_state(host)
+    secrets = demo.secrets_file(state)
+    topo = Topology("naive", [host], host.name)
+    naive_vars = {
+        "naive_app_dir": NAIVE_APP_DIR,
+        "naive_static_root": "/var/www/demo/static",
+    }
+    inventory = write_inventory(topo, state, {}, naive_vars)
+
+    def release(*args: str) -> Callable[[], float]:
+        return lambda: (
+            playbook(inventory, "bench/naive-release.yml", *args, secrets=secrets).seconds
+        )
+
+    timings: dict[str, Any] = results.setdefault("timings_s", {})
+    timings["first_converge"] = playbook(inventory, "bench/naive.yml", secrets=secrets).seconds
+    cacert = fetch(host.name, "/etc/ssl/certs/naive.crt", state / "ca.pem")
+    load.check(host.ip, cacert)
+    for app, env in (("demo", {}), ("demo_boot2s", SLOW_BOOT_ENV)):
+        app_results: dict[str, Any] = results.setdefault(app, {"app_env": env})
+        if env:
+            inventory = write_inventory(topo, state, env, naive_vars)
+            log(f"naive: the app now boots in 2 s (app_env {env})")
+            app_results["config_release_s"] = playbook(
+                inventory, "bench/naive.yml", secrets=secrets
+            ).seconds
+        push_commit(host.name, f"naive {app}")
+        log(f"naive, {app}: release in place under load")
+        app_results["release"] = load.during(host.ip, cacert, release())
+        log(f"naive, {app}: rollback (git reset --hard HEAD~1) under load")
+        app_results["rollback"] = load.during(host.ip, cacert, release("-e", "naive_rollback=true"))
+        if app == "demo":
+            timings["code_release"] = app_results["release"]["seconds"]
+            timings["rollback"] = app_results["rollback"]["seconds"]
+
+
+def playbook_groups() -> set[str]:
+    """Groups the project's playbooks target (`hosts:` lines)."""
+    groups: set[str] = set()
+    for path in [ROOT / "site.yml", *sorted((ROOT / "playbooks").glob("*.yml"))]:
+        for match in re.finditer(r"^\s*hosts:\s*(.+)$", path.read_text(), re.MULTILINE):
+            groups.update(g.strip(" '\"") for g in re.split(r"[:,&!]", match.group(1)))
+    return groups
+
+
+def run_topology(name: str, load_args: argparse.Namespace, distro: str) -> dict[str, Any]:
+    topo = TOPOLOGIES[name]()
+    missing = [g for g in topo.needs_groups if g not in playbook_groups()]
+    if missing:
+        reason = (
+            f"not available in this branch: the playbooks target no {', '.join(missing)} group "
+            "(the load-balancer topology is not merged yet)"
+        )
+        log(f"{name}: {reason}")
+        return {"available": False, "reason": reason}
+    if name == "multi":
+        # The groups exist: what is left is this tool's side (one repository all web hosts
+        # fetch, the lb host's variables), to be written with the load-balancer branch.
+        reason = "the playbooks know an lb group, but tools/bench.py does not build it yet"
+        log(f"{name}: {reason}")
+        return {"available": False, "reason": reason}
+    cleanup()
+    subnet = network_subnet()
+    load = Load(load_args.rate, load_args.min_requests, load_args.max_seconds, subnet)
+    began = time.monotonic()
+    result: dict[str, Any] = {"available": True, "subnet": subnet}
+    try:
+        for host in topo.hosts:
+            log(f"{name}: starting {host.name} ({distro}, groups {host.groups})")
+            start_host(host, distro)
+        # The repository every host fetches lives on the first host.
+        demo.seed_repository(topo.hosts[0].name)
+        measure_ours(topo, load, result.setdefault("ours", {}))
+        if name == "single" and not load_args.skip_naive:
+            naive = Host(f"{PREFIX}naive", ["web", "db"])
+            log(f"naive baseline: starting {naive.name}")
+            start_host(naive, distro)
+            demo.seed_repository(naive.name)
+            measure_naive(naive, load, result.setdefault("naive", {}))
+    except (BenchError, subprocess.CalledProcessError) as exc:
+        log(f"{name}: {exc}")
+        result["error"] = str(exc)
+    finally:
+        result["wall_s"] = round(time.monotonic() - began, 1)
+        cleanup()
+    return result
+
+
+# --- report ------------------------------------------------------------------------------
+def summary_lines(results: dict[str, Any]) -> list[str]:
+    lines = []
+    header = f"{'topology':8} {'stack':6} {'app':12} {'action':14} {'seconds':>7} "
+    header += f"{'sent':>6} {'failed':>6} {'fail%':>6} {'p50':>7} {'p99':>7} {'max ms':>8}"
+    lines.append(header)
+    for topo, res in results["topologies"].items():
+        if not res.get("available"):
+            lines.append(f"{topo:8} {res['reason']}")
+            continue
+        if "error" in res:
+            lines.append(f"{topo:8} FAILED (partial results below): {res['error']}")
+        for stack in ("ours", "naive"):
+            for app in ("demo", "demo_boot2s"):
+                for action in ("release", "rollback", "plain_restart"):
+                    entry = res.get(stack, {}).get(app, {}).get(action)
+                    if not entry:
+                        continue
+                    p = entry["probe"]
+                    lat = p["latency_ms"]
+                    lines.append(
+                        f"{topo:8} {stack:6} {app:12} {action:14} {entry['seconds']:7} "
+                        f"{p['sent']:6} {p['failed']:6} {p['failed_pct']:6} {lat['p50']:7} "
+                        f"{lat['p99']:7} {lat['max']:8}"
+                    )
+        for stack in ("ours", "naive"):
+            timings = res.get(stack, {}).get("timings_s")
+            if timings:
+                lines.append(f"{topo:8} {stack:6} timings (s): {json.dumps(timings)}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__)
+    parser.add_argument("--topology", choices=["single", "multi", "all"], default="all")
+    parser.add_argument("--distro", default="debian12", choices=sorted(images.DISTROS))
+    parser.add_argument("--rate", type=float, default=60.0, help="probe requests per second")
+    parser.add_argument("--min-requests", type=int, default=3000, help="per measured window")
+    parser.add_argument("--max-seconds", type=float, default=600, help="hard bound per window")
+    parser.add_argument("--skip-naive", action="store_true", help="only our stack")
+    args = parser.parse_args(argv)
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    shutil.rmtree(STATE, ignore_errors=True)
+    STATE.mkdir(parents=True)
+    names = ["single", "multi"] if args.topology == "all" else [args.topology]
+    results: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "os": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "distro": args.distro,
+        "probe": {
+            "url": f"https://{SERVER_NAME}/",
+            "rate": args.rate,
+            "min_requests_per_window": args.min_requests,
+            "lead_s": LEAD_S,
+            "tail_s": TAIL_S,
+        },
+        "topologies": {},
+    }
+    status = 0
+    out = STATE / "results.json"
+    try:
+        for name in names:
+            results["topologies"][name] = run_topology(name, args, args.distro)
+            if "error" in results["topologies"][name]:
+                status = 1
+    except KeyboardInterrupt:
+        log("interrupted; containers removed")
+        status = 130
+    finally:
+        results["summary"] = summary_lines(results)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+    print("\n".join(results["summary"]))
+    log(f"results: {out.relative_to(ROOT)}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
