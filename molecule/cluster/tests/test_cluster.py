@@ -234,10 +234,13 @@ def test_failed_health_check_reverts_the_canary_and_stops(host, cacert):
     for name in WEBS:
         assert live(name) == before[name], f"{name} does not serve the previous release"
     assert in_rotation(host) == {WEB1: True, WEB2: True}
+    # The run released its locks everywhere, also on web2, which it never reached.
+    for name in WEBS:
+        assert not other(name).file(f"/run/lock/djdeploy-{APP}.lock").exists, name
     # The failed release is built but never live: nothing points current at it.
     assert not any(live(name).endswith(sha[:8]) for name in WEBS)
     # The next release fixes it and goes out normally.
-    fixed = push("git revert --no-edit HEAD >/dev/null", "fix health")
+    fixed = push("git revert --no-commit HEAD", "fix health")
     run = run_playbook("playbooks/release.yml")
     assert run.rc == 0, run.output[-3000:]
     for name in WEBS:
