@@ -469,6 +469,9 @@ def run_topology(name: str, load_args: argparse.Namespace, distro: str) -> dict[
     load = Load(load_args.rate, load_args.min_requests, load_args.max_seconds, subnet)
     began = time.monotonic()
     result: dict[str, Any] = {"available": True, "subnet": subnet}
+    if name != "single":
+        result["naive"] = {"note": NAIVE_SINGLE_ONLY}
+        log(f"{name}: {NAIVE_SINGLE_ONLY}")
     try:
         for host in topo.hosts:
             log(f"{name}: starting {host.name} ({distro}, groups {host.groups})")
@@ -478,10 +481,7 @@ def run_topology(name: str, load_args: argparse.Namespace, distro: str) -> dict[
         demo.seed_repository(topo.hosts[0].name)
         repo = serve_repository(topo.hosts[0]) if len(topo.hosts) > 1 else REPO_PATH
         measure_ours(topo, load, result.setdefault("ours", {}), repo)
-        if name != "single":
-            result["naive"] = {"note": NAIVE_SINGLE_ONLY}
-            log(f"{name}: {NAIVE_SINGLE_ONLY}")
-        elif not load_args.skip_naive:
+        if name == "single" and not load_args.skip_naive:
             naive = Host(f"{PREFIX}naive", ["web", "db"])
             log(f"naive baseline: starting {naive.name}")
             start_host(naive, distro)
