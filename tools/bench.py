@@ -26,9 +26,20 @@ Results: .cache/bench/results.json (plus a summary on stdout; playbook logs in
 .cache/bench/logs/). They are measurements, not assertions: the run fails only when a
 playbook fails. Containers and the network are removed at the end, also on failure or ^C.
 
-Topologies: `single` (one host: db and web). `multi` (db, web and lb groups: nginx on the
-lb host in front of the web hosts) needs the load-balancer topology in the playbooks; until
-the playbooks know an `lb` group it is reported as not available.
+Topologies: `single` (one host: db and web). `multi` (djdeploy-bench-{db,web1,web2,lb}: nginx
+on the lb host terminates TLS in front of the two web hosts, PostgreSQL on the db host, which
+also serves the app's repository to the web hosts with git daemon, like molecule/cluster);
+the probe goes through the lb. The naive baseline is single-host only: it runs with the
+single topology. Without an `lb` group in the playbooks, multi is reported as not available.
+
+Connection: Ansible reaches every bench host over real SSH, as the `deploy` user, at the
+container's address on the bench network (port 22, no published ports: nothing collides with
+other users' port mappings), in both topologies, as it would reach a real server; no docker
+connection plugin, so what is timed includes SSH like a real deploy.
+
+results.json keeps the topologies of an earlier run that this run does not measure (each with
+the date and settings of the run that measured it, under `from_run`): `--topology multi` adds
+its results beside the single ones.
 """
 
 from __future__ import annotations
@@ -58,7 +69,9 @@ PREFIX = "djdeploy-bench-"
 NETWORK = "djdeploy-bench"
 SERVER_NAME = "demo.bench.test"
 SLOW_BOOT_ENV = {"DEMO_BOOT_DELAY": "2"}
+REPO_PATH = "/srv/git/demo.git"  # on the first host (tools.demo.seed_repository)
 NAIVE_APP_DIR = "/home/deploy/demo"
+NAIVE_SINGLE_ONLY = "the naive baseline is single-host only: compare with the single topology"
 LEAD_S = 3.0  # probe traffic before the action starts
 TAIL_S = 3.0  # and after it ends (at least)
 
@@ -136,11 +149,37 @@ def start_host(host: Host, distro: str) -> None:
     demo.bootstrap_access(host.name, host_state(host), (host.ip, 22))
 
 
+GIT_DAEMON_UNIT = "bench-git-daemon"
+
+
+def serve_repository(host: Host) -> str:
+    """git daemon on ``host`` (the db host), read-only, for the other hosts to fetch.
+
+    git is not in the image: the base role installs it on every host during the first
+    converge, before site.yml's release step fetches. A path unit starts the daemon as soon
+    as /usr/bin/git exists. It runs as deploy, who owns the repository (no safe.directory).
+    Returns the repository's URL for the other hosts.
+    """
+    units = {
+        f"{GIT_DAEMON_UNIT}.path": "[Path]\nPathExists=/usr/bin/git\n"
+        "[Install]\nWantedBy=multi-user.target\n",
+        f"{GIT_DAEMON_UNIT}.service": "[Unit]\nDescription=git daemon (bench repository)\n"
+        "[Service]\nUser=deploy\nRestart=on-failure\nExecStart=/usr/bin/git daemon "
+        "--reuseaddr --export-all --informative-errors --base-path=/srv/git /srv/git\n",
+    }
+    script = "set -eu; " + "; ".join(
+        f"printf '{text}' > /etc/systemd/system/{unit}" for unit, text in units.items()
+    )
+    script += f"; systemctl daemon-reload; systemctl enable --now {GIT_DAEMON_UNIT}.path"
+    demo.docker_exec("sh", "-c", script, name=host.name)
+    return f"git://{host.ip}/demo.git"
+
+
 def push_commit(container: str, message: str) -> None:
     """A code-only change (a comment in a view), pushed to the repository the hosts fetch."""
     script = (
         "set -eu; tmp=$(mktemp -d); trap 'rm -rf \"$tmp\"' EXIT; "
-        'git clone -q /srv/git/demo.git "$tmp/w"; cd "$tmp/w"; '
+        f'git clone -q {REPO_PATH} "$tmp/w"; cd "$tmp/w"; '
         f"echo '# {message}' >> greetings/views.py; "
         "git -c user.name=bench -c user.email=bench@example.invalid commit -qam "
         f"'{message}'; git push -q origin HEAD:main"
@@ -165,7 +204,7 @@ def write_inventory(
     app = {
         "app_name": "demo",
         "app_server_names": [SERVER_NAME],
-        "app_repo": "/srv/git/demo.git",
+        "app_repo": REPO_PATH,
         "app_ref": "main",
         "app_wsgi_module": "demo.wsgi:application",
         "app_env": app_env,
@@ -177,10 +216,14 @@ def write_inventory(
     groups: dict[str, Any] = {}
     for host in topo.hosts:
         for group in host.groups:
-            groups.setdefault(group, {"hosts": {}})["hosts"][host.name] = {
+            entry = {
                 "ansible_host": host.ip,
                 "ansible_ssh_private_key_file": str(host_state(host) / "id_ed25519"),
             }
+            if len(topo.hosts) > 1:
+                # The address the other hosts reach it at (like inventories/prod).
+                entry["app_private_address"] = host.ip
+            groups.setdefault(group, {"hosts": {}})["hosts"][host.name] = entry
     hosts = {
         "all": {
             "vars": {
@@ -298,15 +341,27 @@ def fetch(container: str, path: str, dest: Path) -> Path:
     return dest
 
 
-def measure_ours(topo: Topology, load: Load, results: dict[str, Any]) -> None:
+def topology_vars(topo: Topology, repo: str) -> dict[str, Any]:
+    """Group variables beyond the app's for a topology: none on one host; with a separate db
+    host (like molecule/cluster), PostgreSQL listening on its address for the web hosts only,
+    and the repository served from it."""
+    if len(topo.hosts) == 1:
+        return {}
+    db = next(h for h in topo.hosts if "db" in h.groups)
+    return {
+        "app_repo": repo,
+        "app_db_host": db.ip,
+        "app_db_allowed_networks": [f"{h.ip}/32" for h in topo.hosts if "web" in h.groups],
+        "postgres_listen_addresses": f"localhost,{db.ip}",
+    }
+
+
+def measure_ours(topo: Topology, load: Load, results: dict[str, Any], repo: str) -> None:
     """Fills ``results`` as it goes (a failure keeps what was measured)."""
     state = host_state(topo.hosts[0])
     secrets = demo.secrets_file(state)
     front = topo.host(topo.front)
-    extra: dict[str, Any] = {}
-    if topo.name == "multi":
-        db = next(h for h in topo.hosts if "db" in h.groups)
-        extra = {"app_db_host": db.ip, "app_db_allowed_networks": [load.subnet]}
+    extra = topology_vars(topo, repo)
     inventory = write_inventory(topo, state, {}, extra)
     web = [h for h in topo.hosts if "web" in h.groups]
     results["hosts"] = {h.name: h.groups for h in topo.hosts}
@@ -409,24 +464,23 @@ def run_topology(name: str, load_args: argparse.Namespace, distro: str) -> dict[
         )
         log(f"{name}: {reason}")
         return {"available": False, "reason": reason}
-    if name == "multi":
-        # The groups exist: what is left is this tool's side (one repository all web hosts
-        # fetch, the lb host's variables), to be written with the load-balancer branch.
-        reason = "the playbooks know an lb group, but tools/bench.py does not build it yet"
-        log(f"{name}: {reason}")
-        return {"available": False, "reason": reason}
     cleanup()
     subnet = network_subnet()
     load = Load(load_args.rate, load_args.min_requests, load_args.max_seconds, subnet)
     began = time.monotonic()
     result: dict[str, Any] = {"available": True, "subnet": subnet}
+    if name != "single":
+        result["naive"] = {"note": NAIVE_SINGLE_ONLY}
+        log(f"{name}: {NAIVE_SINGLE_ONLY}")
     try:
         for host in topo.hosts:
             log(f"{name}: starting {host.name} ({distro}, groups {host.groups})")
             start_host(host, distro)
-        # The repository every host fetches lives on the first host.
+        # The repository every host fetches lives on the first host (the db host in multi,
+        # served to the web hosts by git daemon).
         demo.seed_repository(topo.hosts[0].name)
-        measure_ours(topo, load, result.setdefault("ours", {}))
+        repo = serve_repository(topo.hosts[0]) if len(topo.hosts) > 1 else REPO_PATH
+        measure_ours(topo, load, result.setdefault("ours", {}), repo)
         if name == "single" and not load_args.skip_naive:
             naive = Host(f"{PREFIX}naive", ["web", "db"])
             log(f"naive baseline: starting {naive.name}")
@@ -471,7 +525,39 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
             timings = res.get(stack, {}).get("timings_s")
             if timings:
                 lines.append(f"{topo:8} {stack:6} timings (s): {json.dumps(timings)}")
+            note = res.get(stack, {}).get("note")
+            if note:
+                lines.append(f"{topo:8} {stack:6} {note}")
+        if "from_run" in res:
+            lines.append(f"{topo:8} (kept from the run of {res['from_run']['date']})")
     return lines
+
+
+def earlier_results(path: Path) -> dict[str, Any]:
+    """The previous run's results.json, if readable (its topologies may be kept)."""
+    try:
+        earlier: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return earlier if isinstance(earlier.get("topologies"), dict) else {}
+
+
+RUN_KEYS = ("date", "machine", "distro", "probe")
+
+
+def keep_earlier(results: dict[str, Any], earlier: dict[str, Any]) -> None:
+    """Topologies measured by an earlier run and not by this one stay in the results, each
+    with the date and settings of the run that measured it (``from_run``)."""
+    for name, res in earlier.get("topologies", {}).items():
+        if name in results["topologies"] or not res.get("available"):
+            continue
+        kept = dict(res)
+        kept.setdefault("from_run", {k: earlier[k] for k in RUN_KEYS if k in earlier})
+        results["topologies"][name] = kept
+    order = list(TOPOLOGIES)
+    results["topologies"] = dict(
+        sorted(results["topologies"].items(), key=lambda item: order.index(item[0]))
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -488,6 +574,8 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
+    out = STATE / "results.json"
+    earlier = earlier_results(out)
     shutil.rmtree(STATE, ignore_errors=True)
     STATE.mkdir(parents=True)
     names = ["single", "multi"] if args.topology == "all" else [args.topology]
@@ -509,7 +597,6 @@ def main(argv: list[str] | None = None) -> int:
         "topologies": {},
     }
     status = 0
-    out = STATE / "results.json"
     try:
         for name in names:
             results["topologies"][name] = run_topology(name, args, args.distro)
@@ -519,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
         log("interrupted; containers removed")
         status = 130
     finally:
+        keep_earlier(results, earlier)
         results["summary"] = summary_lines(results)
         out.write_text(json.dumps(results, indent=2) + "\n")
     print("\n".join(results["summary"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,3 +47,65 @@ def test_the_inventory_links_the_shared_defaults(
 def test_every_bench_container_name_has_the_prefix() -> None:
     for make in bench.TOPOLOGIES.values():
         assert all(h.name.startswith(bench.PREFIX) for h in make().hosts)
+
+
+def multi_topology() -> bench.Topology:
+    topo = bench.TOPOLOGIES["multi"]()
+    for n, host in enumerate(topo.hosts, start=2):
+        host.ip = f"172.30.0.{n}"
+    return topo
+
+
+def test_multi_has_a_separate_db_host_serving_the_repository() -> None:
+    topo = multi_topology()
+    db, web1, web2, _ = topo.hosts
+    extra = bench.topology_vars(topo, f"git://{db.ip}/demo.git")
+    assert extra == {
+        "app_repo": "git://172.30.0.2/demo.git",
+        "app_db_host": db.ip,
+        "app_db_allowed_networks": [f"{web1.ip}/32", f"{web2.ip}/32"],
+        "postgres_listen_addresses": f"localhost,{db.ip}",
+    }
+    assert bench.topology_vars(bench.TOPOLOGIES["single"](), bench.REPO_PATH) == {}
+
+
+def test_the_multi_inventory_has_the_lb_web_and_db_groups(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(bench, "STATE", tmp_path)
+    topo = multi_topology()
+    inventory = bench.write_inventory(topo, tmp_path, {}, bench.topology_vars(topo, "git://x"))
+    groups = json.loads((inventory / "hosts.yml").read_text())["all"]["children"]
+    assert {group: sorted(g["hosts"]) for group, g in groups.items()} == {
+        "db": [f"{bench.PREFIX}db"],
+        "web": [f"{bench.PREFIX}web1", f"{bench.PREFIX}web2"],
+        "lb": [f"{bench.PREFIX}lb"],
+    }
+    for group in groups.values():
+        for host in group["hosts"].values():
+            assert host["app_private_address"] == host["ansible_host"]
+    app = json.loads((inventory / "group_vars" / "all" / "main.yml").read_text())
+    assert app["app_repo"] == "git://x"
+    assert topo.front == f"{bench.PREFIX}lb"
+
+
+def test_an_earlier_run_s_topologies_are_kept_beside_this_run_s() -> None:
+    earlier = {
+        "date": "2026-11-21T01:00:00+00:00",
+        "probe": {"rate": 60.0},
+        "topologies": {
+            "single": {"available": True, "ours": {}},
+            "multi": {"available": False, "reason": "not yet"},
+        },
+    }
+    results: dict[str, Any] = {"topologies": {"multi": {"available": True}}}
+    bench.keep_earlier(results, earlier)
+    assert list(results["topologies"]) == ["single", "multi"]
+    single = results["topologies"]["single"]
+    assert single["from_run"] == {"date": earlier["date"], "probe": {"rate": 60.0}}
+    assert results["topologies"]["multi"] == {"available": True}
+
+
+def test_the_summary_says_the_naive_baseline_is_single_host_only() -> None:
+    results = {"topologies": {"multi": {"available": True, "naive": {"note": "single only"}}}}
+    assert any("single only" in line for line in bench.summary_lines(results))
