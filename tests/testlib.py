@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -118,3 +119,20 @@ def _strip(node: Any, names: tuple[str, ...]) -> None:
             node.pop(name, None)
         for value in node.values():
             _strip(value, names)
+
+
+def commit_and_push(host: Any, change: str, message: str, app: str = "demo") -> str:
+    """Run a shell change in the app's source (/srv/git/src/<app> on host), commit it and push
+    it to /srv/git/<app>.git, the repository the scenario releases from; return the sha."""
+    result = host.run(
+        f"cd /srv/git/src/{app} && {change} && git add -A && git commit -qm '{message}' "
+        f"&& git push -q /srv/git/{app}.git HEAD:main && git rev-parse HEAD"
+    )
+    assert result.rc == 0, result.stderr
+    return str(result.stdout.strip())
+
+
+def write_file(path: str, text: str) -> str:
+    """A shell command that writes text to path (base64: no quoting of the text)."""
+    encoded = base64.b64encode(text.encode()).decode()
+    return f"echo {encoded} | base64 -d > {path}"

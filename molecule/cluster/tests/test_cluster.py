@@ -7,14 +7,13 @@ certificate. The flows at the end change the deployment, so they run last and in
 
 from __future__ import annotations
 
-import base64
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import testinfra
-from testlib import hashed_static_urls, https_get, run_playbook
+from testlib import commit_and_push, hashed_static_urls, https_get, run_playbook, write_file
 
 from tools.probe import Probe
 
@@ -66,19 +65,8 @@ def probe(cacert: str, path: str = "/") -> Probe:
 
 
 def push(change: str, message: str) -> str:
-    """Run a shell change in the app's source on the db host, commit, push; return the sha."""
-    db = other(DB)
-    result = db.run(
-        f"cd /srv/git/src/{APP} && {change} && git add -A && git commit -qm '{message}' "
-        f"&& git push -q /srv/git/{APP}.git HEAD:main && git rev-parse HEAD"
-    )
-    assert result.rc == 0, result.stderr
-    return result.stdout.strip()
-
-
-def write(path: str, text: str) -> str:
-    encoded = base64.b64encode(text.encode()).decode()
-    return f"echo {encoded} | base64 -d > {path}"
+    """Commit a change to the app's source on the db host (it serves the repository)."""
+    return commit_and_push(other(DB), change, message, app=APP)
 
 
 def in_rotation(lb: Any) -> dict[str, bool]:
@@ -222,7 +210,7 @@ def healthz(request):
 
 def test_failed_health_check_reverts_the_canary_and_stops(host, cacert):
     before = {name: live(name) for name in WEBS}
-    sha = push(write("greetings/views.py", open_views() + FAILING_HEALTH), "health fails")
+    sha = push(write_file("greetings/views.py", open_views() + FAILING_HEALTH), "health fails")
     load = probe(cacert).start()
     run = run_playbook("playbooks/release.yml")
     report = load.stop()

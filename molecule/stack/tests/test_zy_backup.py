@@ -7,10 +7,8 @@ greetings migrations 0001 and 0002 (the probe migration is restored away and its
 removed again, so test_zz's 0003_second_greeting does not conflict with it).
 """
 
-import base64
-
 import pytest
-from testlib import https_get, run_playbook
+from testlib import commit_and_push, https_get, run_playbook, write_file
 
 APP = "demo"
 NAME = "demo.test"
@@ -57,15 +55,6 @@ def live(host):
     return host.file(f"/srv/{APP}/current").linked_to
 
 
-def push(host, message, command):
-    pushed = host.run(
-        f"cd /srv/git/src/{APP} && {command} && git add -A && git commit -qm '{message}' "
-        f"&& git push -q /srv/git/{APP}.git HEAD:main && git rev-parse HEAD"
-    )
-    assert pushed.rc == 0, pushed.stderr
-    return pushed.stdout.strip()
-
-
 def assert_dump(host, path):
     dump = host.file(path)
     assert dump.is_file
@@ -78,8 +67,7 @@ def assert_dump(host, path):
 
 def test_a_failed_backup_stops_the_release_before_migrate(host):
     before = live(host)
-    encoded = base64.b64encode(MIGRATION.encode()).decode()
-    push(host, "backup probe", f"echo {encoded} | base64 -d > {PROBE}")
+    commit_and_push(host, write_file(PROBE, MIGRATION), "backup probe")
     state["rows"], state["migrations"] = psql(host, ROWS), psql(host, MIGRATIONS)
     run = run_playbook("playbooks/release.yml", "-e", "release_backup_dir=/dev/null/backups")
     assert run.rc != 0
@@ -188,7 +176,7 @@ def test_a_release_without_migrations_takes_no_backup(host):
     # Also hands test_zz_release_flow.py a main without the probe migration (its 0003 would
     # conflict with it), released, with the database matching it.
     before = dumps(host)
-    push(host, "drop the backup probe", f"git rm -q {PROBE}")
+    commit_and_push(host, f"git rm -q {PROBE}", "drop the backup probe")
     run = run_playbook("playbooks/release.yml")
     assert run.rc == 0, run.output[-3000:]
     assert dumps(host) == before

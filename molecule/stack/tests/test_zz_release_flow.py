@@ -3,10 +3,8 @@
 These tests change the deployment, so they run last (file order) and in order.
 """
 
-import base64
-
 import pytest
-from testlib import https_get, inventory_without, run_playbook
+from testlib import commit_and_push, https_get, inventory_without, run_playbook, write_file
 
 APP = "demo"
 NAME = "demo.test"
@@ -53,13 +51,7 @@ def test_missing_secret_fails_before_any_change(host, tmp_path):
 
 def test_second_commit_is_released_and_switched(host):
     before = live(host)
-    commit = host.run(
-        "cd /srv/git/src/demo && echo change >> CHANGES.txt && git add -A "
-        "&& git commit -qm 'second' && git push -q /srv/git/demo.git HEAD:main "
-        "&& git rev-parse HEAD"
-    )
-    assert commit.rc == 0, commit.stderr
-    sha = commit.stdout.strip()
+    sha = commit_and_push(host, "echo change >> CHANGES.txt", "second")
     run = run_playbook("playbooks/release.yml")
     assert run.rc == 0, run.output[-3000:]
     after = live(host)
@@ -108,23 +100,9 @@ def test_rollback_switches_back_without_a_build_and_forward_again(host):
     assert_serving(host, current)
 
 
-def push(change: str, message: str, host) -> str:
-    """Apply a shell change to the demo app's source, commit and push it; return the sha."""
-    result = host.run(
-        f"cd /srv/git/src/demo && {change} && git add -A && git commit -qm '{message}' "
-        "&& git push -q /srv/git/demo.git HEAD:main && git rev-parse HEAD"
-    )
-    assert result.rc == 0, result.stderr
-    return result.stdout.strip()
-
-
 def revert(host) -> None:
     """Undo the last commit with a new one (the release history moves forward only)."""
-    result = host.run(
-        "cd /srv/git/src/demo && git revert --no-edit HEAD >/dev/null "
-        "&& git push -q /srv/git/demo.git HEAD:main"
-    )
-    assert result.rc == 0, result.stderr
+    commit_and_push(host, "git revert --no-commit HEAD", "revert")
 
 
 FAILING_MIGRATION = """from django.db import migrations
@@ -140,11 +118,6 @@ class Migration(migrations.Migration):
 """
 
 
-def write(path: str, text: str) -> str:
-    encoded = base64.b64encode(text.encode()).decode()
-    return f"echo {encoded} | base64 -d > {path}"
-
-
 @pytest.mark.parametrize(
     ("change", "messages"),
     [
@@ -157,7 +130,7 @@ def write(path: str, text: str) -> str:
             ["installing the dependencies of", "djdeploy-no-such-package"],
         ),
         (
-            write("greetings/migrations/0003_fails.py", FAILING_MIGRATION),
+            write_file("greetings/migrations/0003_fails.py", FAILING_MIGRATION),
             ["migrating the database from", "failed; no host was switched", "fails on purpose"],
         ),
     ],
@@ -165,7 +138,7 @@ def write(path: str, text: str) -> str:
 )
 def test_failed_release_keeps_the_live_one_and_says_why(host, change, messages):
     before = live(host)
-    sha = push(change, "breaks", host)
+    sha = commit_and_push(host, change, "breaks")
     try:
         run = run_playbook("playbooks/release.yml")
         assert run.rc != 0
@@ -196,14 +169,9 @@ class Migration(migrations.Migration):
 
 def test_rollback_past_a_migration_is_refused_unless_allowed(host):
     before = live(host)
-    encoded = base64.b64encode(MIGRATION.encode()).decode()
-    path = "/srv/git/src/demo/greetings/migrations/0003_second_greeting.py"
-    assert host.run(f"echo {encoded} | base64 -d > {path}").rc == 0
-    pushed = host.run(
-        "cd /srv/git/src/demo && git add -A && git commit -qm 'migration' "
-        "&& git push -q /srv/git/demo.git HEAD:main"
+    commit_and_push(
+        host, write_file("greetings/migrations/0003_second_greeting.py", MIGRATION), "migration"
     )
-    assert pushed.rc == 0, pushed.stderr
     run = run_playbook("playbooks/release.yml")
     assert run.rc == 0, run.output[-3000:]
     after = live(host)
@@ -250,11 +218,7 @@ def test_second_app_with_another_shape_deploys_beside_the_first(host):
 def test_each_app_releases_and_rolls_back_without_touching_the_other(host):
     demo = app_state(host, APP)
     before = app_state(host, "legacy")
-    commit = host.run(
-        "cd /srv/git/src/legacy && echo change >> CHANGES.txt && git add -A "
-        "&& git commit -qm 'second' && git push -q /srv/git/legacy.git HEAD:main"
-    )
-    assert commit.rc == 0, commit.stderr
+    commit_and_push(host, "echo change >> CHANGES.txt", "second", app="legacy")
     run = run_playbook("playbooks/release.yml", "-e", LEGACY)
     assert run.rc == 0, run.output[-3000:]
     assert app_state(host, "legacy")[0] != before[0]
