@@ -1,0 +1,610 @@
+#!/usr/bin/python
+"""Ansible module: inspect a Django project at a commit before it is built.
+
+Reads the files a project ships (uv.lock, poetry.lock, requirements files, pyproject.toml,
+.python-version) straight from the git mirror at the release's commit, picks how its
+dependencies are installed, and checks the host's interpreter against the project's
+``requires-python`` before anything is exported, installed or switched.
+
+The logic lives in plain functions (``inspect_project``, ``satisfies``...) that take a file
+reader, so unit tests run them without git, Ansible or a host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import tomllib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+DOCUMENTATION = r"""
+---
+module: djdeploy_project
+short_description: Choose how a Django project installs and check its Python version
+description:
+  - Reads the project's own files at one commit of a git repository (no checkout) and decides
+    how its dependencies are installed, in this order unless I(method) says otherwise
+    C(uv.lock) (uv), C(poetry.lock) (Poetry), a requirements file, C(pyproject.toml) with a
+    C([build-system]) or with C([project] dependencies) (pip).
+  - Reads C(requires-python) (C([project]) or Poetry's C(python) dependency) and
+    C(.python-version), and fails with both versions and the ways out when the interpreter
+    cannot run the project.
+  - Changes nothing; runs in check mode too.
+options:
+  git_dir:
+    description: The bare repository (mirror) that holds the commit.
+    type: path
+    required: true
+  commit:
+    description: The commit to inspect.
+    type: str
+    required: true
+  python:
+    description: Interpreter the release's venv is built from (its version is checked).
+    type: path
+    required: true
+  method:
+    description: C(auto) detects; the others force a method (its file must exist).
+    type: str
+    default: auto
+    choices: [auto, uv, poetry, requirements, pyproject]
+  requirements_file:
+    description:
+      - Requirements file relative to the repository root; empty tries C(requirements.txt),
+        C(requirements/production.txt), C(requirements/prod.txt), C(requirements/base.txt).
+    type: str
+    default: ""
+  knobs:
+    description: Inventory variable names to cite in error messages (method, requirements, python).
+    type: dict
+    default: {}
+  venvs_dir:
+    description: Directory of the venvs; the returned I(venv) is a directory in it named by the
+      install's inputs (lock or requirements, interpreter, extra packages and arguments).
+    type: path
+    default: ""
+  release_dir:
+    description: The release directory the install steps run in (the returned I(steps)).
+    type: path
+    default: ""
+  tools_dir:
+    description: Venv holding uv and poetry (C(bin/uv), C(bin/poetry)).
+    type: path
+    default: /opt/djdeploy/tools
+  cache_dir:
+    description: Cache root of the installers (C(pip/), C(uv/), C(poetry/) below it).
+    type: path
+    default: ""
+  extra_packages:
+    description: Packages installed after the project's own (e.g. gunicorn).
+    type: list
+    elements: str
+    default: []
+  extra_args:
+    description: Extra pip arguments (requirements and pyproject methods).
+    type: list
+    elements: str
+    default: []
+  index_url:
+    description: Package index for uv (pip reads /etc/pip.conf; Poetry uses the project's own
+      sources); empty is PyPI.
+    type: str
+    default: ""
+  extra_index_urls:
+    description: Further indexes for uv.
+    type: list
+    elements: str
+    default: []
+  ca_bundle:
+    description: CA bundle the installers verify TLS with.
+    type: path
+    default: /etc/ssl/certs/ca-certificates.crt
+  nice:
+    description: Niceness of the install steps.
+    type: int
+    default: 10
+author: djdeploy
+"""
+
+EXAMPLES = r"""
+- name: Inspect the project at the release's commit
+  djdeploy_project:
+    git_dir: /srv/demo/shared/cache/repo.git
+    commit: 0123456789abcdef0123456789abcdef01234567
+    python: /usr/bin/python3
+  register: project
+"""
+
+RETURN = r"""
+method:
+  description: How the dependencies are installed (uv, poetry, requirements, pyproject).
+  type: str
+  returned: success
+source:
+  description: The file that decides the versions (uv.lock, poetry.lock, requirements.txt...).
+  type: str
+  returned: success
+digest:
+  description: sha256 over every file that decides what the venv holds (keys venv reuse).
+  type: str
+  returned: success
+build_system:
+  description: Whether pyproject.toml declares a [build-system] (the project itself installs).
+  type: bool
+  returned: success
+hashes:
+  description: Whether the requirements file pins hashes (pip then checks every download).
+  type: bool
+  returned: success
+dependencies:
+  description: "[project] dependencies, installed by pip in pyproject mode without a build-system."
+  type: list
+  returned: success
+requires_python:
+  description: The project's Python requirement and where it came from.
+  type: str
+  returned: success
+python_version:
+  description: Version of the interpreter that was checked.
+  type: str
+  returned: success
+venv:
+  description: The venv for these inputs (reused by every release with the same inputs).
+  type: str
+  returned: when venvs_dir is set
+steps:
+  description: The install commands, in order (argv and environment), run as the build user.
+  type: list
+  returned: when venvs_dir is set
+"""
+
+REQUIREMENTS_CANDIDATES = (
+    "requirements.txt",
+    "requirements/production.txt",
+    "requirements/prod.txt",
+    "requirements/base.txt",
+)
+DEFAULT_KNOBS = {
+    "method": "app_install_method",
+    "requirements": "app_requirements_file",
+    "python": "app_python",
+}
+
+Reader = Callable[[str], str | None]
+
+
+class ProjectError(Exception):
+    """The project cannot be built on this host; the message says why and what to set."""
+
+
+@dataclass
+class Project:
+    method: str
+    source: str
+    digest: str
+    build_system: bool = False
+    hashes: bool = False
+    dependencies: list[str] = field(default_factory=list)
+    requires_python: str = ""
+    python_version: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+# --- Versions and specifiers ------------------------------------------------------------
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """Numeric release part of a version ("3.12.1rc1" -> (3, 12, 1))."""
+    parts: list[int] = []
+    for piece in text.strip().lstrip("vV").split("."):
+        match = re.match(r"\d+", piece)
+        if not match:
+            break
+        parts.append(int(match.group()))
+        if match.end() != len(piece):
+            break
+    if not parts:
+        raise ValueError(f"not a version: {text!r}")
+    return tuple(parts)
+
+
+def _pad(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    width = max(len(a), len(b))
+    return a + (0,) * (width - len(a)), b + (0,) * (width - len(b))
+
+
+def _clause(version: tuple[int, ...], clause: str) -> bool:
+    match = re.fullmatch(r"\s*(~=|===|==|!=|<=|>=|<|>)\s*([0-9][0-9A-Za-z.*+!-]*)\s*", clause)
+    if not match:
+        raise ValueError(f"not a version specifier: {clause!r}")
+    op, target = match.groups()
+    if target.endswith(".*"):
+        prefix = parse_version(target[:-2])
+        equal = version[: len(prefix)] == prefix
+        if op == "==":
+            return equal
+        if op == "!=":
+            return not equal
+        raise ValueError(f"a wildcard only goes with == or != (got {clause!r})")
+    wanted = parse_version(target)
+    mine, other = _pad(version, wanted)
+    if op in ("==", "==="):
+        return mine == other
+    if op == "!=":
+        return mine != other
+    if op == "<=":
+        return mine <= other
+    if op == ">=":
+        return mine >= other
+    if op == "<":
+        return mine < other
+    if op == ">":
+        return mine > other
+    # ~=X.Y.Z: >= X.Y.Z and == X.Y.*
+    if len(wanted) < 2:
+        raise ValueError(f"~= needs at least two version parts (got {clause!r})")
+    return mine >= other and version[: len(wanted) - 1] == wanted[:-1]
+
+
+def _poetry_clause(clause: str) -> list[str]:
+    """Poetry's caret, tilde and bare versions as PEP 440 clauses."""
+    clause = clause.strip()
+    if clause in ("", "*"):
+        return []
+    if clause.startswith("^"):
+        base = parse_version(clause[1:])
+        first = next((i for i, part in enumerate(base) if part != 0), len(base) - 1)
+        upper = (*base[:first], base[first] + 1)
+        return [f">={'.'.join(map(str, base))}", f"<{'.'.join(map(str, upper))}"]
+    if clause.startswith("~") and not clause.startswith("~="):
+        base = parse_version(clause[1:])
+        upper = (base[0] + 1,) if len(base) == 1 else (base[0], base[1] + 1)
+        return [f">={'.'.join(map(str, base))}", f"<{'.'.join(map(str, upper))}"]
+    if re.match(r"\d", clause):
+        return [f"=={clause}"]
+    return [clause]
+
+
+def satisfies(version: str, spec: str) -> bool:
+    """Whether a version meets a PEP 440 specifier set, or a Poetry constraint (^, ~, ||)."""
+    mine = parse_version(version)
+    for alternative in spec.split("||"):
+        clauses: list[str] = []
+        for piece in re.split(r"\s*,\s*|\s+(?=[<>=!~^])", alternative.strip()):
+            clauses.extend(_poetry_clause(piece))
+        if all(_clause(mine, clause) for clause in clauses):
+            return True
+    return False
+
+
+# --- The project ------------------------------------------------------------------------
+
+
+def _toml(reader: Reader, path: str) -> dict[str, Any]:
+    text = reader(path)
+    if text is None:
+        return {}
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ProjectError(f"{path} is not valid TOML: {error}") from error
+
+
+def _digest(reader: Reader, paths: list[str]) -> str:
+    sha = hashlib.sha256()
+    for path in paths:
+        text = reader(path)
+        sha.update(f"{path}\0{'' if text is None else text}\0".encode())
+    return sha.hexdigest()
+
+
+def requires_python(reader: Reader) -> tuple[str, str]:
+    """The project's Python requirement and the file it comes from ("", "") when none."""
+    pyproject = _toml(reader, "pyproject.toml")
+    spec = pyproject.get("project", {}).get("requires-python")
+    if isinstance(spec, str) and spec.strip():
+        return spec.strip(), "requires-python in pyproject.toml"
+    poetry = pyproject.get("tool", {}).get("poetry", {}).get("dependencies", {})
+    spec = poetry.get("python") if isinstance(poetry, dict) else None
+    if isinstance(spec, str) and spec.strip():
+        return spec.strip(), "tool.poetry.dependencies.python in pyproject.toml"
+    return "", ""
+
+
+def check_python(
+    reader: Reader, python_version: str, python: str, knob: str
+) -> tuple[str, list[str]]:
+    """Fail when the interpreter cannot run the project; return the requirement and warnings."""
+    spec, origin = requires_python(reader)
+    warnings: list[str] = []
+    ways_out = (
+        f"Point {knob} at an interpreter on the hosts that satisfies it (e.g. Debian 13's "
+        "/usr/bin/python3 is 3.13, Debian 12's is 3.11), or release a commit whose "
+        "requirement this interpreter meets"
+    )
+    if spec:
+        try:
+            ok = satisfies(python_version, spec)
+        except ValueError as error:
+            raise ProjectError(
+                f"cannot read the project's Python requirement ({origin}): {error}"
+            ) from error
+        if not ok:
+            raise ProjectError(
+                f"the project requires Python {spec} ({origin}) but {python} on this host is "
+                f"Python {python_version}. {ways_out}."
+            )
+    pinned = (reader(".python-version") or "").strip().splitlines()
+    wanted = pinned[0].strip() if pinned else ""
+    if re.match(r"^\d+(\.\d+)*$", wanted):
+        width = min(len(parse_version(wanted)), 2)
+        if parse_version(python_version)[:width] < parse_version(wanted)[:width]:
+            raise ProjectError(
+                f"the project pins Python {wanted} (.python-version) but {python} on this host "
+                f"is Python {python_version}. {ways_out}."
+            )
+        if parse_version(python_version)[:width] != parse_version(wanted)[:width]:
+            warnings.append(
+                f".python-version asks for {wanted}; the venv is built with {python_version}"
+            )
+    return spec, warnings
+
+
+def _requirements(reader: Reader, wanted: str) -> str | None:
+    for path in [wanted] if wanted else REQUIREMENTS_CANDIDATES:
+        if reader(path) is not None:
+            return path
+    return None
+
+
+def inspect_project(
+    reader: Reader,
+    python_version: str,
+    *,
+    python: str = "python3",
+    method: str = "auto",
+    requirements_file: str = "",
+    knobs: dict[str, str] | None = None,
+) -> Project:
+    """Decide how the project at hand installs, and check the interpreter can run it."""
+    names = {**DEFAULT_KNOBS, **(knobs or {})}
+    pyproject = _toml(reader, "pyproject.toml")
+    build_system = "build-system" in pyproject
+    deps = pyproject.get("project", {}).get("dependencies", [])
+    requirements = _requirements(reader, requirements_file)
+    found = {
+        "uv": "uv.lock" if reader("uv.lock") is not None else None,
+        "poetry": "poetry.lock" if reader("poetry.lock") is not None else None,
+        "requirements": requirements,
+        "pyproject": "pyproject.toml" if pyproject and (build_system or deps) else None,
+    }
+    if method == "auto":
+        chosen = next((name for name, path in found.items() if path), None)
+        tried = requirements_file or " / ".join(REQUIREMENTS_CANDIDATES)
+        if chosen is None:
+            raise ProjectError(
+                "found nothing to install the dependencies from: no uv.lock, poetry.lock, "
+                f"{tried}"
+                ", nor a pyproject.toml with [build-system] or [project] dependencies at the "
+                f"repository root. Add one, or set {names['requirements']} to your requirements "
+                "file."
+            )
+    else:
+        chosen = method
+        if not found.get(chosen):
+            wanted = {
+                "uv": "uv.lock",
+                "poetry": "poetry.lock",
+                "requirements": requirements_file or " / ".join(REQUIREMENTS_CANDIDATES),
+                "pyproject": "pyproject.toml with [build-system] or [project] dependencies",
+            }[chosen]
+            raise ProjectError(
+                f"{names['method']} is '{method}' but the repository has no {wanted}. Set "
+                f"{names['method']} to auto (or another method), or add the file."
+            )
+    source = str(found[chosen])
+    inputs = {
+        "uv": ["uv.lock", "pyproject.toml"],
+        "poetry": ["poetry.lock", "pyproject.toml"],
+        "requirements": [source],
+        "pyproject": ["pyproject.toml"],
+    }[chosen]
+    hashes = False
+    if chosen == "requirements":
+        hashes = "--hash" in (reader(source) or "")
+    spec, warnings = check_python(reader, python_version, python, names["python"])
+    return Project(
+        method=chosen,
+        source=source,
+        digest=_digest(reader, inputs),
+        build_system=build_system,
+        hashes=hashes,
+        dependencies=[str(d) for d in deps] if chosen == "pyproject" and not build_system else [],
+        requires_python=spec,
+        python_version=python_version,
+        warnings=warnings,
+    )
+
+
+# --- The install -----------------------------------------------------------------------
+
+
+@dataclass
+class InstallOptions:
+    """Where and how the build installs (paths on the host, the operator's pip settings)."""
+
+    venvs_dir: str
+    release_dir: str
+    tools_dir: str = "/opt/djdeploy/tools"
+    cache_dir: str = ""
+    extra_packages: list[str] = field(default_factory=list)
+    extra_args: list[str] = field(default_factory=list)
+    index_url: str = ""
+    extra_index_urls: list[str] = field(default_factory=list)
+    ca_bundle: str = "/etc/ssl/certs/ca-certificates.crt"
+    nice: int = 10
+
+
+def venv_path(project: Project, options: InstallOptions) -> str:
+    """The venv of these inputs: same lock, interpreter and extras give the same venv."""
+    key = json.dumps(
+        [
+            project.method,
+            project.digest,
+            project.build_system,
+            project.python_version,
+            options.extra_packages,
+            options.extra_args,
+        ]
+    )
+    return f"{options.venvs_dir}/{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def install_steps(project: Project, options: InstallOptions) -> list[dict[str, Any]]:
+    """The commands that fill the (already created) venv, as argv lists with environments."""
+    venv = venv_path(project, options)
+    python = f"{venv}/bin/python"
+    nice = ["nice", "-n", str(options.nice)]
+    pip = [*nice, python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
+    if options.cache_dir:
+        pip += ["--cache-dir", f"{options.cache_dir}/pip"]
+    steps: list[dict[str, Any]] = []
+
+    def step(argv: list[str], env: dict[str, str] | None = None) -> None:
+        steps.append({"argv": argv, "env": env or {}})
+
+    if project.method == "requirements":
+        step([*pip, *options.extra_args, "-r", f"{options.release_dir}/{project.source}"])
+    elif project.method == "pyproject":
+        target = [options.release_dir] if project.build_system else project.dependencies
+        step([*pip, *options.extra_args, *target])
+    elif project.method == "uv":
+        env = {
+            "UV_PROJECT_ENVIRONMENT": venv,
+            "UV_PYTHON_DOWNLOADS": "never",
+            "UV_LINK_MODE": "copy",
+            "UV_NO_PROGRESS": "1",
+            "SSL_CERT_FILE": options.ca_bundle,
+        }
+        if options.cache_dir:
+            env["UV_CACHE_DIR"] = f"{options.cache_dir}/uv"
+        if options.index_url:
+            env["UV_DEFAULT_INDEX"] = options.index_url
+        if options.extra_index_urls:
+            env["UV_INDEX"] = " ".join(options.extra_index_urls)
+        project_flag = "--no-editable" if project.build_system else "--no-install-project"
+        uv = f"{options.tools_dir}/bin/uv"
+        sync = [uv, "sync", "--frozen", "--no-default-groups", project_flag, "--python", python]
+        step([*nice, *sync], env)
+        if options.extra_packages:
+            step([*nice, uv, "pip", "install", "--python", python, *options.extra_packages], env)
+        return steps
+    elif project.method == "poetry":
+        env = {
+            "VIRTUAL_ENV": venv,
+            "PATH": f"{venv}/bin:/usr/local/bin:/usr/bin:/bin",
+            "POETRY_VIRTUALENVS_CREATE": "false",
+            "POETRY_NO_INTERACTION": "1",
+            "REQUESTS_CA_BUNDLE": options.ca_bundle,
+        }
+        if options.cache_dir:
+            env["POETRY_CACHE_DIR"] = f"{options.cache_dir}/poetry"
+            env["POETRY_CONFIG_DIR"] = f"{options.cache_dir}/poetry-config"
+        poetry = f"{options.tools_dir}/bin/poetry"
+        step([*nice, poetry, "sync", "--only", "main", "--no-root", "--no-ansi"], env)
+    # Separate from the project's install: a hashed requirements file puts pip in
+    # hash-checking mode, which extra unpinned packages would break.
+    if options.extra_packages:
+        step([*pip, *options.extra_args, *options.extra_packages])
+    return steps
+
+
+# --- Ansible glue -----------------------------------------------------------------------
+
+
+def git_reader(git_dir: str, commit: str) -> Reader:
+    """Read files of one commit from a bare repository (None when the file is absent)."""
+
+    def read(path: str) -> str | None:
+        proc = subprocess.run(
+            ["git", "--git-dir", git_dir, "show", f"{commit}:{path}"],
+            capture_output=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            return None
+        return proc.stdout.decode("utf-8", errors="replace")
+
+    return read
+
+
+def interpreter_version(python: str) -> str:
+    proc = subprocess.run(
+        [python, "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ProjectError(f"cannot run the interpreter {python}: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+def main() -> None:  # pragma: no cover - exercised by Molecule
+    from ansible.module_utils.basic import AnsibleModule  # type: ignore[import-untyped]
+
+    module = AnsibleModule(
+        argument_spec={
+            "git_dir": {"type": "path", "required": True},
+            "commit": {"type": "str", "required": True},
+            "python": {"type": "path", "required": True},
+            "method": {
+                "type": "str",
+                "default": "auto",
+                "choices": ["auto", "uv", "poetry", "requirements", "pyproject"],
+            },
+            "requirements_file": {"type": "str", "default": ""},
+            "knobs": {"type": "dict", "default": {}},
+            "venvs_dir": {"type": "path", "default": ""},
+            "release_dir": {"type": "path", "default": ""},
+            "tools_dir": {"type": "path", "default": "/opt/djdeploy/tools"},
+            "cache_dir": {"type": "path", "default": ""},
+            "extra_packages": {"type": "list", "elements": "str", "default": []},
+            "extra_args": {"type": "list", "elements": "str", "default": []},
+            "index_url": {"type": "str", "default": ""},
+            "extra_index_urls": {"type": "list", "elements": "str", "default": []},
+            "ca_bundle": {"type": "path", "default": "/etc/ssl/certs/ca-certificates.crt"},
+            "nice": {"type": "int", "default": 10},
+        },
+        supports_check_mode=True,
+    )
+    params = module.params
+    try:
+        project = inspect_project(
+            git_reader(params["git_dir"], params["commit"]),
+            interpreter_version(params["python"]),
+            python=params["python"],
+            method=params["method"],
+            requirements_file=params["requirements_file"],
+            knobs=params["knobs"],
+        )
+    except ProjectError as error:
+        module.fail_json(msg=f"release: {error}")
+    for warning in project.warnings:
+        module.warn(warning)
+    result: dict[str, Any] = asdict(project)
+    if params["venvs_dir"]:
+        options = InstallOptions(
+            **{name: params[name] for name in InstallOptions.__dataclass_fields__}
+        )
+        result["venv"] = venv_path(project, options)
+        result["steps"] = install_steps(project, options)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()
