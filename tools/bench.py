@@ -210,6 +210,7 @@ def write_inventory(
         "app_env": app_env,
         "app_tls_mode": "selfsigned",
         "app_keep_releases": 5,
+        "app_check_deploy_accept": ["greetings.W001"],
         **extra,
     }
     (group_vars / "main.yml").write_text(json.dumps(app, indent=2) + "\n")

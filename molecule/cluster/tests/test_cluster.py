@@ -134,7 +134,7 @@ def test_static_files_fall_back_to_the_next_and_the_previous_release(host):
             f"set -e; for r in next previous; do "
             f"mkdir -p {root}/static/zz-$r {root}/releases/zz-$r; "
             f"echo $r > {root}/static/zz-$r/only-in-$r.txt; "
-            f"ln -sfn {root}/static/zz-$r {root}/releases/zz-$r/static; "
+            f"ln -sfn {root}/static/zz-$r {root}/releases/zz-$r/.djdeploy-static; "
             f"if [ -L {root}/$r ]; then cp -P {root}/$r {root}/.saved-$r; fi; "
             f"ln -sfn {root}/releases/zz-$r {root}/$r; done"
         )

@@ -64,7 +64,7 @@ def test_runtime_user_cannot_write_the_release(host):
     release = host.file(f"/srv/{APP}/current").linked_to
     assert release.startswith(f"/srv/{APP}/releases/")
     assert host.run(f"runuser -u {APP} -- test -r {release}/manage.py").rc == 0
-    for target in (release, f"{release}/manage.py", f"{release}/.venv/bin"):
+    for target in (release, f"{release}/manage.py", f"{release}/.djdeploy-venv/bin"):
         probe = f"{target}/probe" if host.file(target).is_directory else target
         result = host.run(f"runuser -u {APP} -- sh -c 'echo x >> {probe}'")
         assert result.rc != 0, f"{APP} can write {target}"
@@ -114,3 +114,17 @@ def test_service_sandbox_exposure(host, color):
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
     assert match, out[-500:]
     assert float(match.group(1)) <= 2.0, out
+
+
+def test_project_static_directory_is_the_apps_and_its_assets_are_served(host):
+    """A top-level static/ in STATICFILES_DIRS stays the app's; our link has its own name."""
+    release = host.file(f"/srv/{APP}/current").linked_to
+    own = host.file(f"{release}/static")
+    assert own.is_directory and not own.is_symlink
+    assert host.file(f"{release}/static/site/brand.css").exists
+    assert host.file(f"{release}/.djdeploy-static").linked_to.startswith(f"/srv/{APP}/static/")
+    urls = [u for u in hashed_static_urls(get(host).body) if u.startswith("/static/site/brand.")]
+    assert urls, "the page links no hashed site-wide asset"
+    asset = get(host, urls[0])
+    assert asset.status == 200
+    assert "--brand" in asset.body

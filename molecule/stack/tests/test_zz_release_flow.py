@@ -61,7 +61,8 @@ def test_second_commit_is_released_and_switched(host):
     assert host.file(f"/srv/{APP}/previous").linked_to == before
     assert_serving(host, after)
     # Same requirements: the venv was reused, not rebuilt.
-    assert host.file(f"{after}/.venv").linked_to == host.file(f"{before}/.venv").linked_to
+    venv = ".djdeploy-venv"
+    assert host.file(f"{after}/{venv}").linked_to == host.file(f"{before}/{venv}").linked_to
 
 
 def test_release_of_the_same_commit_changes_nothing(host):

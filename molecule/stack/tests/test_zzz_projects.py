@@ -1,0 +1,122 @@
+"""Real project shapes: a Python requirement the host cannot meet, the app's own deploy check,
+a uv project and a Poetry project (lock files decide the versions).
+
+These tests change the demo app's repository and release it, so they run last (file order)
+and in order.
+"""
+
+import json
+
+from testlib import commit_and_push, hashed_static_urls, https_get, run_playbook, write_file
+
+APP = "demo"
+NAME = "demo.test"
+CERT = f"/etc/ssl/djdeploy/{APP}/fullchain.pem"
+SHAPES = "/srv/git/shapes"
+
+
+def live(host) -> str:
+    return host.file(f"/srv/{APP}/current").linked_to
+
+
+def invocation(host) -> str:
+    color = host.file(f"/srv/{APP}/live-color").content_string.strip()
+    return host.run(f"systemctl show -P InvocationID {APP}@{color}.service").stdout.strip()
+
+
+def assert_serving(host, release: str) -> None:
+    """The release is live, its page and every hashed static file it links come from nginx."""
+    assert live(host) == release
+    page = https_get(host, NAME, "/", cacert=CERT)
+    assert page.status == 200
+    assert release.rsplit("/", 1)[-1] in page.body
+    urls = hashed_static_urls(page.body)
+    assert any(url.startswith("/static/site/brand.") for url in urls), urls
+    for url in urls:
+        assert https_get(host, NAME, url, cacert=CERT).status == 200, url
+
+
+def installed(host, release: str, package: str) -> str:
+    """Version of a package in the release's venv ('' when it is not installed)."""
+    result = host.run(
+        f"{release}/.djdeploy-venv/bin/python -c "
+        f"'import importlib.metadata as m; print(m.version(\"{package}\"))'"
+    )
+    return result.stdout.strip() if result.rc == 0 else ""
+
+
+def record(host, release: str) -> dict:
+    return json.loads(host.file(f"{release}/.djdeploy-release.json").content_string)
+
+
+def test_python_the_host_cannot_run_is_refused_before_any_change(host):
+    before, process = live(host), invocation(host)
+    pyproject = '[project]\nname = "demo"\nversion = "1"\nrequires-python = ">=3.99"\n'
+    sha = commit_and_push(host, write_file("pyproject.toml", pyproject), "needs python 3.99")
+    try:
+        run = run_playbook("playbooks/release.yml")
+        assert run.rc != 0
+        assert "the project requires Python >=3.99 (requires-python in pyproject.toml)" in run.flat
+        assert "/usr/bin/python3 on this host is Python 3." in run.flat
+        assert "app_python" in run.flat
+        assert live(host) == before
+        assert invocation(host) == process, "the live instance was restarted"
+        built = host.run(f"ls -d /srv/{APP}/releases/*-{sha[:8]} 2>/dev/null").stdout.split()
+        assert built == []
+    finally:
+        commit_and_push(host, "git rm -q pyproject.toml", "back to any python")
+
+
+def test_a_deploy_warning_that_is_not_accepted_fails_the_build(host):
+    """The stack accepts greetings.W001 (every release here passes with it); without it on the
+    list, Django's own message fails the build and the live release keeps serving."""
+    before = live(host)
+    run = run_playbook(
+        "playbooks/release.yml",
+        "-e",
+        '{"app_check_deploy_accept": ["other.W999"], "release_force": true}',
+    )
+    assert run.rc != 0
+    assert "(greetings.W001) No SMTP configuration" in run.flat, run.output[-3000:]
+    assert "app_check_deploy_accept" in run.flat
+    assert_serving(host, before)
+
+
+def test_uv_project_installs_from_its_lock_and_rolls_back(host):
+    before = live(host)
+    sha = commit_and_push(
+        host, f"git rm -q requirements.txt && cp {SHAPES}/demo-uv/* .", "uv project"
+    )
+    run = run_playbook("playbooks/release.yml")
+    assert run.rc == 0, run.output[-3000:]
+    release = live(host)
+    assert release.endswith(sha[:8])
+    assert_serving(host, release)
+    facts = record(host, release)
+    assert (facts["install_method"], facts["install_source"]) == ("uv", "uv.lock")
+    # uv.lock pins gunicorn 26.2.0 (pyproject allows any >=23; the newest is later), and the
+    # dev group (pytest) stays out of production.
+    assert installed(host, release, "gunicorn") == "26.2.0"
+    assert installed(host, release, "pytest") == ""
+    run = run_playbook("playbooks/rollback.yml")
+    assert run.rc == 0, run.output[-3000:]
+    assert_serving(host, before)
+
+
+def test_poetry_project_installs_from_its_lock_and_rolls_back(host):
+    before = live(host)
+    sha = commit_and_push(
+        host, f"git rm -q uv.lock pyproject.toml && cp {SHAPES}/demo-poetry/* .", "poetry project"
+    )
+    run = run_playbook("playbooks/release.yml")
+    assert run.rc == 0, run.output[-3000:]
+    release = live(host)
+    assert release.endswith(sha[:8])
+    assert_serving(host, release)
+    facts = record(host, release)
+    assert (facts["install_method"], facts["install_source"]) == ("poetry", "poetry.lock")
+    assert installed(host, release, "gunicorn") == "25.3.0"
+    assert installed(host, release, "pytest") == ""
+    run = run_playbook("playbooks/rollback.yml")
+    assert run.rc == 0, run.output[-3000:]
+    assert_serving(host, before)
