@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 DISTRO ?= debian12
 
-.PHONY: help setup engine images lint unit test molecule demo demo-down bench clean
+.PHONY: help setup engine images lint unit docs test molecule demo demo-down bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ lint: setup ## yamllint, ansible-lint (production profile), ruff, mypy
 
 unit: setup ## pytest unit tests (no containers)
 	pytest tests/unit -q
+
+docs: setup ## Write the role READMEs' variable tables from meta/argument_specs.yml
+	$(BIN)/python -m tools.role_docs
 
 test: setup engine ## Everything: lint, unit tests, every Molecule scenario on both distros
 	$(BIN)/python -m tools.run_tests
