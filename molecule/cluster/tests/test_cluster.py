@@ -224,7 +224,7 @@ def test_failed_health_check_reverts_the_canary_and_stops(host, cacert):
     assert in_rotation(host) == {WEB1: True, WEB2: True}
     # The run released its locks everywhere, also on web2, which it never reached.
     for name in WEBS:
-        assert not other(name).file(f"/run/lock/djdeploy-{APP}.lock").exists, name
+        assert not other(name).file(f"/run/djdeploy/locks/{APP}.lock").exists, name
     # The failed release is built but never live: nothing points current at it.
     assert not any(live(name).endswith(sha[:8]) for name in WEBS)
     # The next release fixes it and goes out normally.

@@ -75,8 +75,8 @@ def test_release_of_the_same_commit_changes_nothing(host):
 
 def test_a_held_lock_refuses_a_release_until_broken(host):
     owner = '{"who": "alice", "since": "2026-01-01T00:00:00Z", "action": "release", "run": "x"}'
-    lock = f"/run/lock/djdeploy-{APP}.lock"
-    held = host.run(f"mkdir {lock} && echo '{owner}' > {lock}/owner.json")
+    lock = f"/run/djdeploy/locks/{APP}.lock"
+    held = host.run(f"install -d -m 0700 /run/djdeploy/locks && echo '{owner}' > {lock}")
     assert held.rc == 0
     run = run_playbook("playbooks/release.yml")
     assert run.rc != 0
@@ -147,7 +147,7 @@ def test_failed_release_keeps_the_live_one_and_says_why(host, change, messages):
             assert message in run.flat, run.output[-3000:]
         assert_serving(host, before)
         # No lock is left behind, and the failed release is removed or marked.
-        assert not host.file(f"/run/lock/djdeploy-{APP}.lock").exists
+        assert not host.file(f"/run/djdeploy/locks/{APP}.lock").exists
         built = host.run(f"ls -d /srv/{APP}/releases/*-{sha[:8]} 2>/dev/null").stdout.split()
         for path in built:
             assert host.file(f"{path}/.djdeploy-failed.json").exists, f"{path} is not marked"

@@ -555,7 +555,7 @@ def interpreter_version(python: str) -> str:
 
 
 def main() -> None:  # pragma: no cover - exercised by Molecule
-    from ansible.module_utils.basic import AnsibleModule  # type: ignore[import-untyped]
+    from ansible.module_utils.basic import AnsibleModule
 
     module = AnsibleModule(
         argument_spec={
