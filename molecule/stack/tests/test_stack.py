@@ -96,11 +96,13 @@ def test_app_role_is_not_superuser(host):
 
 
 def test_check_deploy_is_clean_in_the_deployed_release(host):
-    result = host.run(
-        f"runuser -u {APP} -- /usr/local/bin/{APP}-manage check --deploy --fail-level WARNING"
-    )
-    assert result.rc == 0, result.stdout + result.stderr
-    assert "no issues" in result.stdout
+    """The only finding is the app's own warning that the inventory accepts (greetings.W001):
+    none of Django's security checks."""
+    result = host.run(f"runuser -u {APP} -- /usr/local/bin/{APP}-manage check --deploy")
+    output = result.stdout + result.stderr
+    assert result.rc == 0, output
+    assert "(greetings.W001)" in output
+    assert "System check identified 1 issue (0 silenced)" in output, output
 
 
 def test_release_record(host):
