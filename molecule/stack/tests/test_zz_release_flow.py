@@ -27,7 +27,7 @@ def assert_serving(host, release):
     [
         ("app_ref=no-such-branch", "the ref 'no-such-branch' does not exist"),
         ("app_repo=/srv/git/missing.git", "cannot read the git repository '/srv/git/missing.git'"),
-        ("app_secret_key=too-short", "release_secret_key must be at least 50 characters"),
+        ("app_secret_key=too-short", "app_secret_key must be at least 50 characters"),
     ],
     ids=["unknown-ref", "missing-repository", "short-secret"],
 )
@@ -35,7 +35,7 @@ def test_bad_input_fails_clearly_and_keeps_serving(host, extra, message):
     before = live(host)
     run = run_playbook("playbooks/release.yml", "-e", extra)
     assert run.rc != 0
-    assert message in run.output
+    assert message in run.flat
     assert_serving(host, before)
 
 

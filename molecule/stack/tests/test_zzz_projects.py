@@ -7,6 +7,7 @@ and in order.
 
 import json
 
+import pytest
 from testlib import commit_and_push, hashed_static_urls, https_get, run_playbook, write_file
 
 APP = "demo"
@@ -82,10 +83,20 @@ def test_a_deploy_warning_that_is_not_accepted_fails_the_build(host):
     assert_serving(host, before)
 
 
-def test_uv_project_installs_from_its_lock_and_rolls_back(host):
+@pytest.mark.parametrize(
+    ("shape", "method", "lock", "gunicorn"),
+    [
+        # The locks pin gunicorn below the newest release that pyproject.toml (>=23) allows.
+        ("demo-uv", "uv", "uv.lock", "26.2.0"),
+        ("demo-poetry", "poetry", "poetry.lock", "25.3.0"),
+    ],
+    ids=["uv", "poetry"],
+)
+def test_locked_project_installs_from_its_lock_and_rolls_back(host, shape, method, lock, gunicorn):
     before = live(host)
+    files = "requirements.txt uv.lock poetry.lock pyproject.toml"
     sha = commit_and_push(
-        host, f"git rm -q requirements.txt && cp {SHAPES}/demo-uv/* .", "uv project"
+        host, f"git rm -q --ignore-unmatch {files} && cp {SHAPES}/{shape}/* .", shape
     )
     run = run_playbook("playbooks/release.yml")
     assert run.rc == 0, run.output[-3000:]
@@ -93,29 +104,9 @@ def test_uv_project_installs_from_its_lock_and_rolls_back(host):
     assert release.endswith(sha[:8])
     assert_serving(host, release)
     facts = record(host, release)
-    assert (facts["install_method"], facts["install_source"]) == ("uv", "uv.lock")
-    # uv.lock pins gunicorn 26.2.0 (pyproject allows any >=23; the newest is later), and the
-    # dev group (pytest) stays out of production.
-    assert installed(host, release, "gunicorn") == "26.2.0"
-    assert installed(host, release, "pytest") == ""
-    run = run_playbook("playbooks/rollback.yml")
-    assert run.rc == 0, run.output[-3000:]
-    assert_serving(host, before)
-
-
-def test_poetry_project_installs_from_its_lock_and_rolls_back(host):
-    before = live(host)
-    sha = commit_and_push(
-        host, f"git rm -q uv.lock pyproject.toml && cp {SHAPES}/demo-poetry/* .", "poetry project"
-    )
-    run = run_playbook("playbooks/release.yml")
-    assert run.rc == 0, run.output[-3000:]
-    release = live(host)
-    assert release.endswith(sha[:8])
-    assert_serving(host, release)
-    facts = record(host, release)
-    assert (facts["install_method"], facts["install_source"]) == ("poetry", "poetry.lock")
-    assert installed(host, release, "gunicorn") == "25.3.0"
+    assert (facts["install_method"], facts["install_source"]) == (method, lock)
+    assert installed(host, release, "gunicorn") == gunicorn
+    # The dev group (pytest) stays out of production.
     assert installed(host, release, "pytest") == ""
     run = run_playbook("playbooks/rollback.yml")
     assert run.rc == 0, run.output[-3000:]
