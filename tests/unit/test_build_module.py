@@ -1,0 +1,578 @@
+"""The build module (roles/release/library/djdeploy_build.py) against a fake host.
+
+The app's tree is a temporary directory; a fake runner plays git, tar, python -m venv, the
+installers, collectstatic and the deploy check, recording each command's argv and the user it
+runs as; killing the build user's processes and chown are fakes that record too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import stat
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULE = ROOT / "roles/release/library/djdeploy_build.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("djdeploy_build", MODULE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["djdeploy_build"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bm = _load()
+
+RELEASE = "20260102T000000Z-bbbbbbbb"
+COMMIT = "b" * 40
+VENV_KEY = "0123456789abcdef"
+MANAGE = "/usr/local/bin/demo-manage"
+# The build user is the test's own uid, so the files the fake host writes are "its" files.
+BUILD_UID = os.getuid()
+DEPLOY_UID, RUNTIME_GID, BUILD_GID = 71001, 71003, 71002
+PIP_ERROR = [f"pip line {i}" for i in range(30)] + [
+    "ERROR: No matching distribution found for djdeploy-no-such-package==0.0.1"
+]
+DJANGO_CHECK = (
+    "SystemCheckError: System check identified some issues:\n\nWARNINGS:\n"
+    "(greetings.W001) No SMTP configuration: EMAIL_HOST is not set.\n\n"
+    "System check identified 1 issue (0 silenced).\n"
+    "Fix the settings, or accept a check by its ID in app_check_deploy_accept "
+    "(accepted now: ['other.W999']).\n"
+)
+
+
+class FakeHost:
+    """Plays the host's commands on the app's tree; each knob makes one thing fail."""
+
+    def __init__(self, app_root: Path) -> None:
+        self.app_root = app_root
+        self.calls: list[tuple[str, list[str]]] = []
+        self.commands: list[Any] = []
+        self.chowns: list[tuple[Path, int, int]] = []
+        self.mirror_commits: set[str] = set()
+        self.remote_commits: set[str] = {COMMIT}
+        self.install_fails = False
+        self.gunicorn = True
+        self.check_fails = False
+        self.lingering = 0
+        self.now = 0.0
+
+    @property
+    def mirror(self) -> Path:
+        return self.app_root / "shared/cache/repo.git"
+
+    def run(self, cmd: Any) -> tuple[int, str, str]:
+        self.now += 0.5
+        if cmd.source is not None:
+            self.calls.append((cmd.source.account.user, list(cmd.source.argv)))
+            self.commands.append(cmd.source)
+        self.calls.append((cmd.account.user, list(cmd.argv)))
+        self.commands.append(cmd)
+        argv = list(cmd.argv)
+        if argv[:2] == ["git", "clone"]:
+            self.mirror.mkdir(parents=True)
+            (self.mirror / "HEAD").write_text("ref: refs/heads/main\n")
+            self.mirror_commits |= self.remote_commits
+            return 0, "", ""
+        if "cat-file" in argv:
+            return (0 if COMMIT in self.mirror_commits else 128), "", ""
+        if "remote" in argv:
+            self.mirror_commits |= self.remote_commits
+            return 0, "", ""
+        if argv[0] == "tar":
+            target = Path(argv[argv.index("-C") + 1])
+            (target / "demo").mkdir()
+            (target / "manage.py").write_text("print('manage')\n")
+            (target / "requirements.txt").write_text("django\n")
+            return 0, "", ""
+        if argv[1:3] == ["-m", "venv"]:
+            (Path(argv[3]) / "bin").mkdir(parents=True)
+            (Path(argv[3]) / "bin/python").write_text("")
+            return 0, "", ""
+        if "pip" in argv:
+            venv = Path(argv[3]).parent.parent
+            (venv / "lib").mkdir(exist_ok=True)
+            (venv / "lib/site.py").write_text("")
+            if self.install_fails:
+                return 1, "Collecting django\n", "\n".join(PIP_ERROR) + "\n"
+            if self.gunicorn:
+                (venv / "bin/gunicorn").write_text("#!python\n")
+            return 0, "", ""
+        if "collectstatic" in argv:
+            static = self.app_root / "static" / RELEASE
+            (static / "site").mkdir()
+            (static / "site/brand.css").write_text("body {}\n")
+            return 0, "1 static file copied.\n", ""
+        if "shell" in argv:
+            if self.check_fails:
+                return 1, "", DJANGO_CHECK
+            return 0, "Accepted check IDs (silenced for this check only): greetings.W001\n", ""
+        raise AssertionError(f"unexpected command {argv}")
+
+    def reap(self, uid: int) -> int:
+        self.calls.append(("root", ["reap", str(uid)]))
+        if self.lingering:
+            self.lingering -= 1
+            return 1
+        return 0
+
+    def chown(self, path: Path, uid: int, gid: int) -> None:
+        self.chowns.append((path, uid, gid))
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
+
+    def users_of(self, word: str) -> list[str]:
+        return [user for user, argv in self.calls if word in argv]
+
+
+@pytest.fixture
+def app_root(tmp_path: Path) -> Path:
+    root = tmp_path / "srv/demo"
+    for sub in ("releases", "venvs", "static", "shared/cache", "shared/build-cache"):
+        (root / sub).mkdir(parents=True)
+    old = root / "releases/20260101T000000Z-aaaaaaaa"
+    old.mkdir()
+    (root / "current").symlink_to(old)
+    (root / "next").symlink_to(old)
+    return root
+
+
+def install_steps(app_root: Path) -> list[dict[str, Any]]:
+    python = f"{app_root}/venvs/{VENV_KEY}/bin/python"
+    pip = ["nice", "-n", "10", python, "-m", "pip", "install", "--disable-pip-version-check"]
+    cache = f"{app_root}/shared/build-cache/pip"
+    return [
+        {"argv": [*pip, "--cache-dir", cache, "-r", f"{app_root}/releases/{RELEASE}/req.txt"]},
+        {"argv": [*pip, "gunicorn"], "env": {"PIP_NO_INPUT": "1"}},
+    ]
+
+
+def make(app_root: Path, host: FakeHost, **overrides: Any) -> Any:
+    deploy = bm.Account("deploy", DEPLOY_UID, "deploy", DEPLOY_UID, "/home/deploy", (DEPLOY_UID,))
+    build = bm.Account(
+        "demo-build",
+        BUILD_UID,
+        "demo-build",
+        BUILD_GID,
+        str(app_root / "shared/build-cache"),
+        (RUNTIME_GID,),
+    )
+    project = bm.Project(
+        venv=str(app_root / "venvs" / VENV_KEY),
+        steps=install_steps(app_root),
+        method="requirements",
+        source="requirements.txt",
+        requires_python=">=3.11",
+        python_version="3.11.2",
+    )
+    cfg = bm.Config(
+        app_root=app_root,
+        release=RELEASE,
+        commit=COMMIT,
+        repo="/srv/git/demo.git",
+        ref="main",
+        deploy=deploy,
+        build=build,
+        runtime_gid=RUNTIME_GID,
+        project=project,
+        manage=MANAGE,
+        check_script="print('check')",
+        check_accept=["greetings.W001"],
+        check_knob="app_check_deploy_accept",
+        pip_extra_knob="app_pip_extra_packages",
+        operator="alice",
+        base_env={"https_proxy": "http://proxy:3128"},
+        **overrides,
+    )
+    return bm.Builder(
+        cfg,
+        run=host.run,
+        reap=host.reap,
+        chown=host.chown,
+        sleep=host.sleep,
+        clock=host.clock,
+        now=lambda: datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
+
+
+def release_dir(app_root: Path) -> Path:
+    return app_root / "releases" / RELEASE
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, str]]:
+    """Every path under root with its mode and (for links) target: a tree's fingerprint."""
+    seen: dict[str, tuple[int, str]] = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        target = str(path.readlink()) if path.is_symlink() else ""
+        seen[str(path.relative_to(root))] = (st.st_mode, target)
+    return seen
+
+
+def test_a_fresh_build_runs_every_step_in_order_each_as_its_user(app_root: Path) -> None:
+    host = FakeHost(app_root)
+    report = make(app_root, host).execute()
+
+    assert [s["step"] for s in report.steps] == [
+        "mirror",
+        "export",
+        "venv",
+        "install",
+        "gunicorn",
+        "static",
+        "env",
+        "collectstatic",
+        "check",
+        "seal",
+        "record",
+    ]
+    assert report.changed and report.mirror_updated and not report.venv_reused
+    assert report.seconds >= sum(s["seconds"] for s in report.steps) - 0.001
+    # Who runs what: git as the deploy user, everything that runs the app's code (or its
+    # dependencies') as the build user; root only kills the build user's leftovers.
+    commands = [(user, argv[:4]) for user, argv in host.calls if argv[0] != "reap"]
+    venv = str(app_root / "venvs" / VENV_KEY)
+    assert commands == [
+        ("deploy", ["git", "clone", "--quiet", "--mirror"]),
+        ("deploy", ["git", "--git-dir", str(host.mirror), "cat-file"]),
+        ("deploy", ["git", "--git-dir", str(host.mirror), "archive"]),
+        ("demo-build", ["tar", "-x", "-C", str(release_dir(app_root))]),
+        ("demo-build", ["/usr/bin/python3", "-m", "venv", venv]),
+        ("demo-build", ["nice", "-n", "10", f"{venv}/bin/python"]),
+        ("demo-build", ["nice", "-n", "10", f"{venv}/bin/python"]),
+        ("demo-build", ["nice", "-n", "10", MANAGE]),
+        ("demo-build", ["nice", "-n", "10", MANAGE]),
+    ]
+    ran = [argv for _, argv in host.calls if argv[0] != "reap"]
+    assert ran[-2][4:] == ["collectstatic", "--noinput", "-v", "1"]
+    assert ran[-1][4:] == ["shell", "-c", "print('check')"]
+    # The build user's leftovers are killed after each of its commands (root writes into its
+    # directories only while none of its processes runs).
+    for i, (user, argv) in enumerate(host.calls):
+        if user == "demo-build":
+            assert host.calls[i + 1] == ("root", ["reap", str(BUILD_UID)]), argv
+    by_argv = {tuple(c.argv[:2]): c for c in host.commands}
+    tar = by_argv[("tar", "-x")]
+    assert tar.umask == 0o026 and tar.source.argv[-1] == COMMIT
+    assert all(c.umask == 0o022 for c in host.commands if c.argv[0] in ("nice", "/usr/bin/python3"))
+    # Each user's own minimal environment: HOME, the proxies, the step's own variables.
+    assert tar.env["HOME"] == str(app_root / "shared/build-cache")
+    assert tar.source.env["HOME"] == "/home/deploy"
+    assert tar.source.env["GIT_TERMINAL_PROMPT"] == "0"
+    assert tar.env["https_proxy"] == "http://proxy:3128"
+    assert set(tar.env) == {"HOME", "USER", "LOGNAME", "PATH", "LANG", "https_proxy"}
+    assert tar.account.extra_groups == (RUNTIME_GID,)
+    pip_gunicorn = next(c for c in host.commands if c.argv[-1] == "gunicorn")
+    assert pip_gunicorn.env["PIP_NO_INPUT"] == "1"
+    check = host.commands[-1]
+    assert check.env["DJDEPLOY_CHECK_ACCEPT"] == "greetings.W001"
+    assert check.env["DJDEPLOY_CHECK_KNOB"] == "app_check_deploy_accept"
+    assert check.env["DJDEPLOY_RELEASE_DIR"] == str(release_dir(app_root))
+
+    rel = release_dir(app_root)
+    assert (rel / ".djdeploy-venv").readlink() == Path(venv)
+    assert (rel / ".djdeploy-static").readlink() == app_root / "static" / RELEASE
+    assert (app_root / "next").readlink() == rel
+    assert (rel / ".djdeploy.env").read_text() == (
+        f"APP_VERSION='{RELEASE}'\nDJDEPLOY_RELEASE_ID='{RELEASE}'\nDJDEPLOY_COMMIT='{COMMIT}'\n"
+    )
+    assert not (rel / ".djdeploy-release.json.building").exists()
+    assert (Path(venv) / ".djdeploy-complete").read_text() == f"{RELEASE}\n"
+    record = json.loads((rel / ".djdeploy-release.json").read_text())
+    assert record == report.record
+    assert record == {
+        "id": RELEASE,
+        "commit": COMMIT,
+        "ref": "main",
+        "repo": "/srv/git/demo.git",
+        "venv": venv,
+        "built_at": "2026-01-02T03:04:05Z",
+        "built_by": "alice",
+        "install_method": "requirements",
+        "install_source": "requirements.txt",
+        "requires_python": ">=3.11",
+        "python_version": "3.11.2",
+        "check_accepted": ["greetings.W001"],
+    }
+    for name in (".djdeploy.env", ".djdeploy-release.json"):
+        assert stat.S_IMODE((rel / name).stat().st_mode) == 0o640
+    assert stat.S_IMODE(rel.stat().st_mode) == 0o2751
+    assert stat.S_IMODE((app_root / "static" / RELEASE).stat().st_mode) == 0o755
+    # Ownership: the build user gets the directories root creates for it, then the deploy user
+    # gets everything the build user wrote (release, venv, static files); root's own files go
+    # straight to the deploy user and the runtime group.
+    owners = {path: (uid, gid) for path, uid, gid in host.chowns}  # the last chown wins
+    first: dict[Path, tuple[int, int]] = {}
+    for path, uid, gid in host.chowns:
+        first.setdefault(path, (uid, gid))
+    assert first[rel] == (BUILD_UID, RUNTIME_GID)
+    assert first[Path(venv)] == (BUILD_UID, RUNTIME_GID)
+    assert first[app_root / "static" / RELEASE] == (BUILD_UID, BUILD_GID)
+    assert owners[rel] == owners[rel / "manage.py"] == (DEPLOY_UID, RUNTIME_GID)
+    assert owners[Path(venv) / "bin/gunicorn"] == (DEPLOY_UID, RUNTIME_GID)
+    assert owners[app_root / "static" / RELEASE / "site/brand.css"] == (DEPLOY_UID, DEPLOY_UID)
+    written = [p for p, _, _ in host.chowns if p.name.endswith(".djdeploy-tmp")]
+    assert written and all(owners[p] == (DEPLOY_UID, RUNTIME_GID) for p in written)
+
+
+def test_the_venv_is_handed_over_before_it_is_marked_complete(
+    app_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = FakeHost(app_root)
+    order: list[str] = []
+    seal = bm.seal_tree
+
+    def tracing_seal(top: Path, **kw: Any) -> int:
+        order.append(f"seal {top.name}")
+        return int(seal(top, **kw))
+
+    host_chown = host.chown
+
+    def tracing_chown(path: Path, uid: int, gid: int) -> None:
+        if ".djdeploy-complete" in path.name:
+            order.append("complete")
+        host_chown(path, uid, gid)
+
+    builder = make(app_root, host)
+    builder.chown = tracing_chown
+    monkeypatch.setattr(bm, "seal_tree", tracing_seal)
+    builder.execute()
+    assert order == [f"seal {VENV_KEY}", "complete", f"seal {RELEASE}", f"seal {RELEASE}"]
+
+
+def test_a_complete_venv_is_reused_without_installing(app_root: Path) -> None:
+    venv = app_root / "venvs" / VENV_KEY
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin/gunicorn").write_text("")
+    (venv / ".djdeploy-complete").write_text("20260101T000000Z-aaaaaaaa\n")
+    host = FakeHost(app_root)
+    host.mirror_commits = {COMMIT}
+    (host.mirror).mkdir(parents=True)
+    (host.mirror / "HEAD").write_text("")
+    report = make(app_root, host).execute()
+
+    assert report.venv_reused and not report.mirror_updated
+    assert "install" not in [s["step"] for s in report.steps]
+    assert not any("venv" in argv or "pip" in argv for _, argv in host.calls)
+    assert not any(path == venv or venv in path.parents for path, _, _ in host.chowns)
+    assert (release_dir(app_root) / ".djdeploy-venv").readlink() == venv
+    assert (venv / ".djdeploy-complete").read_text() == "20260101T000000Z-aaaaaaaa\n"
+
+
+def test_a_failed_install_removes_the_partial_venv_and_the_release(app_root: Path) -> None:
+    host = FakeHost(app_root)
+    host.install_fails = True
+    builder = make(app_root, host)
+    with pytest.raises(bm.BuildError) as failed:
+        builder.execute()
+
+    msg = failed.value.msg
+    assert msg.startswith(f"release: installing the dependencies of {RELEASE} failed;")
+    assert "the live release keeps serving" in msg
+    assert "requirements said: " in msg
+    assert "djdeploy-no-such-package==0.0.1" in msg
+    assert "pip line 16 |" in msg and "pip line 15 |" not in msg  # the last 15 lines
+    assert not (app_root / "venvs" / VENV_KEY).exists()
+    assert not release_dir(app_root).exists()
+    assert not (app_root / "static" / RELEASE).exists()
+    assert (app_root / "next").readlink().name == "20260101T000000Z-aaaaaaaa"
+    assert not host.users_of("collectstatic")
+    assert [s["step"] for s in builder.report.steps][-1] == "install"
+
+
+def test_missing_gunicorn_fails_with_the_way_out(app_root: Path) -> None:
+    host = FakeHost(app_root)
+    host.gunicorn = False
+    with pytest.raises(bm.BuildError) as failed:
+        make(app_root, host).execute()
+
+    msg = failed.value.msg
+    assert f"release: building {RELEASE} (/srv/git/demo.git@main) failed in 'gunicorn'" in msg
+    assert "the failed release was removed and the live release keeps serving" in msg
+    assert (
+        "the app's dependencies (requirements.txt) do not install gunicorn. Add it to them, or"
+        " set app_pip_extra_packages: [gunicorn] in the inventory."
+    ) in msg
+    assert not release_dir(app_root).exists()
+    # The venv itself is complete (the install succeeded) and stays for the next release.
+    assert (app_root / "venvs" / VENV_KEY / ".djdeploy-complete").exists()
+
+
+def test_a_failed_deploy_check_shows_djangos_message_and_the_knob(app_root: Path) -> None:
+    host = FakeHost(app_root)
+    host.check_fails = True
+    with pytest.raises(bm.BuildError) as failed:
+        make(app_root, host).execute()
+
+    msg = failed.value.msg
+    assert "failed in 'check'" in msg
+    assert "(greetings.W001) No SMTP configuration" in msg
+    assert "IDs accepted in app_check_deploy_accept: greetings.W001" in msg
+    assert "Fix the settings, or accept a check by its ID in app_check_deploy_accept" in msg
+    assert not release_dir(app_root).exists()
+    assert not (app_root / "static" / RELEASE).exists()
+    assert (app_root / "next").readlink().name == "20260101T000000Z-aaaaaaaa"
+    assert (app_root / "current").readlink().name == "20260101T000000Z-aaaaaaaa"
+
+
+def test_a_commit_missing_after_the_update_fails_before_any_export(app_root: Path) -> None:
+    host = FakeHost(app_root)
+    host.mirror.mkdir(parents=True)
+    (host.mirror / "HEAD").write_text("")
+    host.remote_commits = {"c" * 40}
+    with pytest.raises(bm.BuildError) as failed:
+        make(app_root, host).execute()
+
+    msg = failed.value.msg
+    assert "failed in 'mirror'; no release was written" in msg
+    assert f"the commit {COMMIT} is not in /srv/git/demo.git, even after updating" in msg
+    assert "Was main rewritten" in msg
+    assert [argv[3] for _, argv in host.calls if argv[0] == "git"] == [
+        "cat-file",
+        "remote",
+        "cat-file",
+    ]
+    assert host.users_of("--git-dir") == ["deploy"] * 3
+    assert not host.users_of("-x")
+    assert not release_dir(app_root).exists()
+
+
+def test_a_process_the_build_leaves_running_fails_the_build(app_root: Path) -> None:
+    host = FakeHost(app_root)
+    host.lingering = 10_000
+    with pytest.raises(bm.BuildError) as failed:
+        make(app_root, host).execute()
+    assert "processes of demo-build keep running" in failed.value.msg
+    assert not release_dir(app_root).exists()
+
+
+def test_check_mode_reports_and_changes_nothing(app_root: Path) -> None:
+    host = FakeHost(app_root)
+    before = snapshot(app_root)
+    plan = make(app_root, host).plan()
+
+    assert plan["changed"] and plan["mirror_updated"]
+    assert plan["plan"][0] == f"clone /srv/git/demo.git into {host.mirror} as deploy"
+    assert any("build the venv" in line and "as demo-build" in line for line in plan["plan"])
+    assert host.calls == [] and host.chowns == []
+    assert snapshot(app_root) == before
+
+    host.mirror.mkdir(parents=True)
+    (host.mirror / "HEAD").write_text("")
+    before = snapshot(app_root)
+    plan = make(app_root, host).plan(mirror_only=True)
+    assert plan["changed"] and plan["plan"] == [f"update the mirror {host.mirror} as deploy"]
+    assert [argv[3] for _, argv in host.calls] == ["cat-file"]
+    assert snapshot(app_root) == before
+
+
+def test_mirror_only_clones_and_builds_nothing(app_root: Path) -> None:
+    host = FakeHost(app_root)
+    report = make(app_root, host).prepare_mirror()
+    assert report.changed and [s["step"] for s in report.steps] == ["mirror"]
+    assert host.users_of("clone") == ["deploy"]
+    assert not release_dir(app_root).exists()
+
+    host.calls.clear()
+    report = make(app_root, host).prepare_mirror()
+    assert not report.changed
+    assert [argv[3] for _, argv in host.calls] == ["cat-file"]
+
+
+def test_seal_hands_the_tree_over_within_the_masks_without_following_links(
+    tmp_path: Path,
+) -> None:
+    top = tmp_path / "venv"
+    (top / "bin").mkdir(parents=True)
+    (top / "bin/tool").write_text("")
+    (top / "bin/tool").chmod(0o4777)
+    (top / "lib").mkdir()
+    (top / "lib").chmod(0o2777)
+    outside = tmp_path / "outside"
+    outside.write_text("")
+    outside.chmod(0o666)
+    (top / "escape").symlink_to(outside)
+    chowns: list[tuple[Path, int, int]] = []
+
+    handed = bm.seal_tree(
+        top,
+        uid=DEPLOY_UID,
+        gid=RUNTIME_GID,
+        build_uid=BUILD_UID,
+        trusted_uids={DEPLOY_UID},
+        masks=bm.VENV_MASKS,
+        chown=lambda p, u, g: chowns.append((p, u, g)),
+    )
+    assert handed == 5
+    assert stat.S_IMODE((top / "bin/tool").stat().st_mode) == 0o755
+    assert stat.S_IMODE((top / "lib").stat().st_mode) == 0o2755
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o666  # the link was not followed
+    assert (top / "escape", DEPLOY_UID, RUNTIME_GID) in chowns
+    assert outside not in [p for p, _, _ in chowns]
+
+
+def test_seal_refuses_a_file_of_another_user(tmp_path: Path) -> None:
+    (tmp_path / "top").mkdir()
+    with pytest.raises(bm.StepError, match="belongs to uid"):
+        bm.seal_tree(
+            tmp_path / "top",
+            uid=DEPLOY_UID,
+            gid=RUNTIME_GID,
+            build_uid=BUILD_UID + 1,
+            trusted_uids={DEPLOY_UID},
+            masks=bm.RELEASE_MASKS,
+            chown=lambda p, u, g: None,
+        )
+
+
+def test_processes_of_reads_proc(tmp_path: Path) -> None:
+    def proc(pid: str, uid: str, state: str = "S (sleeping)") -> None:
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "status").write_text(
+            f"Name:\tpip\nState:\t{state}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n"
+        )
+
+    proc("10", "998")
+    proc("11", "999")
+    proc("12", "998", "Z (zombie)")
+    (tmp_path / "self").mkdir()
+    assert bm.processes_of(998, tmp_path) == [10]
+
+
+def test_the_real_runner_pipes_with_the_umask_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Switching users needs root; the rest of the runner is the same without it.
+    monkeypatch.setattr(bm, "_identity", lambda account: {})
+    me = bm.Account("me", os.getuid(), "me", os.getgid(), str(tmp_path))
+    env = {"PATH": "/usr/bin:/bin", "MARK": "x"}
+    source = bm.Command(["printf", "a\\nb\\n"], me, env, str(tmp_path))
+    sink = bm.Command(
+        ["sh", "-c", 'umask; tr a z; echo "$MARK" >&2'], me, env, str(tmp_path), 0o026, source
+    )
+    rc, out, err = bm.run_command(sink)
+    assert (rc, out, err) == (0, "0026\nz\nb\n", "x\n")
+
+    failing = bm.Command(["sh", "-c", "echo boom >&2; exit 3"], me, env, str(tmp_path))
+    rc, out, err = bm.run_command(bm.Command(["cat"], me, env, str(tmp_path), source=failing))
+    assert rc == 3 and "boom" in err
+
+
+def test_tail_keeps_the_last_lines_on_one_line() -> None:
+    assert bm.tail("a\nb\nc\n", 2) == "b | c"
