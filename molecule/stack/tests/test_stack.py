@@ -71,6 +71,30 @@ def test_runtime_user_cannot_write_the_release(host):
     assert host.file(release).user == "deploy"
 
 
+def test_build_user_is_unprivileged_and_cannot_write_a_built_release(host):
+    """The build ran the app's and its dependencies' code as <app>-build: no login, no sudo,
+    the runtime group only. What it wrote belongs to the deploy user now."""
+    build = f"{APP}-build"
+    user = host.user(build)
+    assert user.shell == "/usr/sbin/nologin"
+    assert sorted(user.groups) == sorted([build, APP])
+    assert host.run(f"runuser -u {build} -- sudo -n true").rc != 0
+    owned = host.run(f"find /srv/{APP}/releases /srv/{APP}/venvs /srv/{APP}/static -user {build}")
+    assert owned.rc == 0 and owned.stdout.strip() == "", owned.stdout[:500]
+    release = host.file(f"/srv/{APP}/current").linked_to
+    venv = host.file(f"{release}/.djdeploy-venv").linked_to
+    for target in (f"{release}/manage.py", f"{venv}/bin/gunicorn"):
+        result = host.run(f"runuser -u {build} -- sh -c 'echo x >> {target}'")
+        assert result.rc != 0, f"{build} can write {target}"
+    assert host.run(f"runuser -u {build} -- mkdir /srv/{APP}/releases/probe").rc != 0
+    # It reads the app's own settings and secrets (collectstatic imports the settings).
+    assert host.run(f"runuser -u {build} -- test -r /srv/{APP}/shared/.env").rc == 0
+    assert host.run(f"runuser -u {build} -- test -r {release}/manage.py").rc == 0
+    cache = host.file(f"/srv/{APP}/shared/build-cache")
+    assert (cache.user, cache.mode) == (build, 0o700)
+    assert host.file(f"/srv/{APP}/shared/cache").mode == 0o700  # the mirror: deploy only
+
+
 def test_env_file_mode_and_owner(host):
     env = host.file(f"/srv/{APP}/shared/.env")
     assert env.user == "deploy"

@@ -249,3 +249,9 @@ def test_each_app_releases_and_rolls_back_without_touching_the_other(host):
     assert run.rc == 0, run.output[-3000:]
     assert app_state(host, APP)[0] != demo[0]
     assert app_state(host, "legacy") == legacy
+
+
+def test_each_build_user_reads_its_own_apps_secrets_only(host):
+    for app, other in ((APP, "legacy"), ("legacy", APP)):
+        assert host.run(f"runuser -u {app}-build -- test -r /srv/{app}/shared/.env").rc == 0
+        assert host.run(f"runuser -u {app}-build -- cat /srv/{other}/shared/.env").rc != 0
