@@ -66,12 +66,12 @@ def test_second_commit_is_released_and_switched(host):
     # switch module's step timings.
     release_id = after.rsplit("/", 1)[-1]
     headline = f"release of {APP}: {release_id} (commit {sha[:12]}), 1 of 1 host(s) switched"
-    assert headline in run.output, run.output[-2000:]
+    assert headline in run.flat, run.output[-2000:]
     host_line = (
         rf"{re.escape(release_id)} on (blue|green) \(was \S+ on (blue|green)\),"
         r" host work [0-9.]+ s \(prepare [0-9.]+, start"
     )
-    assert re.search(host_line, run.output), run.output[-2000:]
+    assert re.search(host_line, run.flat), run.output[-2000:]
     # Same requirements: the venv was reused, not rebuilt.
     venv = ".djdeploy-venv"
     assert host.file(f"{after}/{venv}").linked_to == host.file(f"{before}/{venv}").linked_to
@@ -105,7 +105,7 @@ def test_rollback_switches_back_without_a_build_and_forward_again(host):
     run = run_playbook("playbooks/rollback.yml")
     assert run.rc == 0, run.output[-3000:]
     assert "Build |" not in run.output
-    assert f"rollback of {APP}: {previous.rsplit('/', 1)[-1]}" in run.output
+    assert f"rollback of {APP}: {previous.rsplit('/', 1)[-1]}" in run.flat
     assert_serving(host, previous)
     run = run_playbook(
         "playbooks/rollback.yml", "-e", f"release_rollback_to={current.rsplit('/', 1)[-1]}"
