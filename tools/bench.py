@@ -244,6 +244,18 @@ def write_inventory(
 class Run:
     seconds: float
     changed: int
+    # Seconds of the hosts' own switch work, from the switch module's reports in the run's
+    # summary (None when the run switched no host): the floor under the run's total.
+    host_work: float | None = None
+
+
+HOST_WORK = re.compile(r" host work ([0-9.]+) s ")
+
+
+def host_work(text: str) -> float | None:
+    """The sum of the hosts' switch work printed by the release summary (None: no switch)."""
+    found = [float(x) for x in HOST_WORK.findall(text.rpartition("TASK [Summary |")[2])]
+    return round(sum(found), 2) if found else None
 
 
 class BenchError(RuntimeError):
@@ -282,8 +294,9 @@ def playbook(inventory: Path, path: str, *args: str, secrets: Path) -> Run:
         raise BenchError(f"{path} failed (rc {proc.returncode}); see {logfile}")
     recap = text.rpartition("PLAY RECAP")[2]
     changed = sum(int(n) for n in re.findall(r"changed=(\d+)", recap))
-    log(f"  {seconds} s, changed={changed}")
-    return Run(seconds, changed)
+    work = host_work(text)
+    log(f"  {seconds} s, changed={changed}" + (f", host work {work} s" if work is not None else ""))
+    return Run(seconds, changed, work)
 
 
 # --- measurements under load -------------------------------------------------------------
@@ -367,11 +380,17 @@ def measure_ours(topo: Topology, load: Load, results: dict[str, Any], repo: str)
     web = [h for h in topo.hosts if "web" in h.groups]
     results["hosts"] = {h.name: h.groups for h in topo.hosts}
 
+    floors: dict[str, float | None] = {}
+
     def release() -> float:
-        return playbook(inventory, "playbooks/release.yml", secrets=secrets).seconds
+        run = playbook(inventory, "playbooks/release.yml", secrets=secrets)
+        floors["release"] = run.host_work
+        return run.seconds
 
     def rollback() -> float:
-        return playbook(inventory, "playbooks/rollback.yml", secrets=secrets).seconds
+        run = playbook(inventory, "playbooks/rollback.yml", secrets=secrets)
+        floors["rollback"] = run.host_work
+        return run.seconds
 
     def plain_restart() -> float:
         began = time.monotonic()
@@ -397,8 +416,10 @@ def measure_ours(topo: Topology, load: Load, results: dict[str, Any], repo: str)
         push_commit(topo.hosts[0].name, app)
         log(f"{topo.name}: ours, {app}: code-only release under load")
         app_results["release"] = load.during(front.ip, cacert, release)
+        app_results["release"]["host_work_s"] = floors.get("release")
         log(f"{topo.name}: ours, {app}: rollback under load")
         app_results["rollback"] = load.during(front.ip, cacert, rollback)
+        app_results["rollback"]["host_work_s"] = floors.get("rollback")
         log(f"{topo.name}: ours, {app}: plain restart of the socket-activated instance (reference)")
         app_results["plain_restart"] = load.during(
             front.ip, cacert, plain_restart, min_requests=int(load.rate * 12)
@@ -502,6 +523,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     lines = []
     header = f"{'topology':8} {'stack':6} {'app':12} {'action':14} {'seconds':>7} "
     header += f"{'sent':>6} {'failed':>6} {'fail%':>6} {'p50':>7} {'p99':>7} {'max ms':>8}"
+    header += f" {'host work':>9}"
     lines.append(header)
     for topo, res in results["topologies"].items():
         if not res.get("available"):
@@ -520,7 +542,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
                     lines.append(
                         f"{topo:8} {stack:6} {app:12} {action:14} {entry['seconds']:7} "
                         f"{p['sent']:6} {p['failed']:6} {p['failed_pct']:6} {lat['p50']:7} "
-                        f"{lat['p99']:7} {lat['max']:8}"
+                        f"{lat['p99']:7} {lat['max']:8} {entry.get('host_work_s') or '':>9}"
                     )
         for stack in ("ours", "naive"):
             timings = res.get(stack, {}).get("timings_s")
@@ -532,6 +554,29 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         if "from_run" in res:
             lines.append(f"{topo:8} (kept from the run of {res['from_run']['date']})")
     return lines
+
+
+def ratios(results: dict[str, Any]) -> dict[str, float]:
+    """The issue's targets as ratios of the same run: release and rollback against the naive
+    baseline, the no-op site.yml against the first converge, multi-host against single."""
+    out: dict[str, float] = {}
+    topos = results.get("topologies", {})
+    single = topos.get("single", {})
+    ours = single.get("ours", {})
+    naive = single.get("naive", {})
+    for action in ("release", "rollback"):
+        mine = ours.get("demo", {}).get(action, {}).get("seconds")
+        base = naive.get("demo", {}).get(action, {}).get("seconds")
+        if mine and base:
+            out[f"{action}_vs_naive"] = round(mine / base, 2)
+    timings = ours.get("timings_s", {})
+    if timings.get("noop_rerun") and timings.get("first_converge"):
+        out["noop_vs_first_converge"] = round(timings["noop_rerun"] / timings["first_converge"], 3)
+    multi = topos.get("multi", {}).get("ours", {}).get("demo", {}).get("release", {})
+    mine = ours.get("demo", {}).get("release", {}).get("seconds")
+    if multi.get("seconds") and mine:
+        out["multi_release_vs_single"] = round(multi["seconds"] / mine, 2)
+    return out
 
 
 def earlier_results(path: Path) -> dict[str, Any]:
@@ -608,7 +653,8 @@ def main(argv: list[str] | None = None) -> int:
         status = 130
     finally:
         keep_earlier(results, earlier)
-        results["summary"] = summary_lines(results)
+        results["ratios"] = ratios(results)
+        results["summary"] = [*summary_lines(results), f"ratios: {json.dumps(results['ratios'])}"]
         out.write_text(json.dumps(results, indent=2) + "\n")
     print("\n".join(results["summary"]))
     log(f"results: {out.relative_to(ROOT)}")

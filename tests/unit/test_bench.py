@@ -109,3 +109,38 @@ def test_an_earlier_run_s_topologies_are_kept_beside_this_run_s() -> None:
 def test_the_summary_says_the_naive_baseline_is_single_host_only() -> None:
     results = {"topologies": {"multi": {"available": True, "naive": {"note": "single only"}}}}
     assert any("single only" in line for line in bench.summary_lines(results))
+
+
+def test_host_work_sums_the_summary_lines_of_the_run() -> None:
+    text = (
+        "TASK [Switch | Move traffic] ...\n host work 9.9 s (not a summary)\n"
+        "TASK [Summary | Print the release, the batches and one line per host] ***\n"
+        '"web1: r on green (was a on blue), host work 2.5 s (start 1.0)",\n'
+        '"web2: r on blue (was a on green), host work 1.25 s (start 0.5)",\n'
+    )
+    assert bench.host_work(text) == 3.75
+    assert bench.host_work("TASK [Summary | x]\nweb1: unchanged, serving r\n") is None
+
+
+def test_ratios_follow_the_issue_targets() -> None:
+    def entry(seconds: float) -> dict[str, float]:
+        return {"seconds": seconds}
+
+    results = {
+        "topologies": {
+            "single": {
+                "ours": {
+                    "demo": {"release": entry(6.0), "rollback": entry(3.0)},
+                    "timings_s": {"noop_rerun": 10.0, "first_converge": 80.0},
+                },
+                "naive": {"demo": {"release": entry(3.0), "rollback": entry(3.0)}},
+            },
+            "multi": {"ours": {"demo": {"release": entry(9.0)}}},
+        }
+    }
+    assert bench.ratios(results) == {
+        "release_vs_naive": 2.0,
+        "rollback_vs_naive": 1.0,
+        "noop_vs_first_converge": 0.125,
+        "multi_release_vs_single": 1.5,
+    }

@@ -105,7 +105,16 @@ def variables_of_task_file(name: str, seen: set[str]) -> set[str]:
     found = names_in(tasks)
     for task in tasks_in(tasks):
         unsupported = module_arg(task, UNSUPPORTED)
-        assert unsupported is None, f"tasks/{name}: this test does not follow {unsupported[0]}"
+        # Another role's entry point validates its own variables (the ones passed here are
+        # read by this task and counted above); including the release role itself is not.
+        other_role = (
+            unsupported is not None
+            and unsupported[0].removeprefix("ansible.builtin.") == "include_role"
+            and unsupported[1].get("name") != "release"
+        )
+        assert unsupported is None or other_role, (
+            f"tasks/{name}: this test does not follow {unsupported and unsupported[0]}"
+        )
         include = module_arg(task, INCLUDES)
         if include is not None:
             target = include[1] if isinstance(include[1], str) else include[1]["file"]

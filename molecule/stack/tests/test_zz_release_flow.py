@@ -3,6 +3,8 @@
 These tests change the deployment, so they run last (file order) and in order.
 """
 
+import re
+
 import pytest
 from testlib import commit_and_push, https_get, inventory_without, run_playbook, write_file
 
@@ -60,6 +62,16 @@ def test_second_commit_is_released_and_switched(host):
     assert host.file(before).is_directory, "the previous release was pruned"
     assert host.file(f"/srv/{APP}/previous").linked_to == before
     assert_serving(host, after)
+    # The run ends with its summary: the release, the batches, one line per host with the
+    # switch module's step timings.
+    release_id = after.rsplit("/", 1)[-1]
+    headline = f"release of {APP}: {release_id} (commit {sha[:12]}), 1 of 1 host(s) switched"
+    assert headline in run.output, run.output[-2000:]
+    host_line = (
+        rf"{re.escape(release_id)} on (blue|green) \(was \S+ on (blue|green)\),"
+        r" host work [0-9.]+ s \(prepare [0-9.]+, start"
+    )
+    assert re.search(host_line, run.output), run.output[-2000:]
     # Same requirements: the venv was reused, not rebuilt.
     venv = ".djdeploy-venv"
     assert host.file(f"{after}/{venv}").linked_to == host.file(f"{before}/{venv}").linked_to
@@ -93,6 +105,7 @@ def test_rollback_switches_back_without_a_build_and_forward_again(host):
     run = run_playbook("playbooks/rollback.yml")
     assert run.rc == 0, run.output[-3000:]
     assert "Build |" not in run.output
+    assert f"rollback of {APP}: {previous.rsplit('/', 1)[-1]}" in run.output
     assert_serving(host, previous)
     run = run_playbook(
         "playbooks/rollback.yml", "-e", f"release_rollback_to={current.rsplit('/', 1)[-1]}"

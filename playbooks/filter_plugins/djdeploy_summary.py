@@ -1,0 +1,81 @@
+"""The summary that ends every release and rollback: one block per run, one line per host."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The only variables read (reading all of a host's variables would template every one of them).
+KEYS = (
+    "__release_switch",
+    "__release_target",
+    "__release_commit",
+    "__release_batch",
+    "__release_live",
+    "djdeploy_run_started",
+)
+
+
+def _pick(variables: Any) -> dict[str, Any]:
+    return {key: variables[key] for key in KEYS if key in variables}
+
+
+def _host_line(name: str, facts: dict[str, Any]) -> str:
+    report = facts.get("__release_switch") or {}
+    if not report or report.get("skipped") or "steps" not in report:
+        live = (facts.get("__release_live") or {}).get("id", "") or "nothing"
+        return f"{name}: unchanged, serving {live}"
+    steps = ", ".join(f"{s['step']} {s['seconds']:.1f}" for s in report["steps"])
+    if report.get("failed"):
+        return f"{name}: FAILED switching to {report.get('release', '?')}: {steps}"
+    old = report.get("old_color") or "none"
+    previous = report.get("previous_release") or "none"
+    return (
+        f"{name}: {report['release']} on {report['live_color']} (was {previous} on {old}),"
+        f" host work {report['seconds']:.1f} s ({steps})"
+    )
+
+
+def release_summary(
+    hostvars: dict[str, Any],
+    hosts: list[str],
+    *,
+    app: str,
+    action: str,
+    url: str,
+    now: float,
+) -> list[str]:
+    """Lines of the summary: the run, the batches, then one line per host.
+
+    hostvars maps each host to its variables: ``__release_switch`` (the switch module's
+    report, absent or skipped when the host needed no switch), ``__release_target`` and
+    ``__release_commit`` (the release and its commit), ``__release_batch`` (the hosts switched
+    together) and ``djdeploy_run_started`` (epoch seconds when the run's preflight started).
+    """
+    facts = {h: _pick(hostvars[h]) if h in hostvars else {} for h in hosts}
+    started = [float(f.get("djdeploy_run_started") or 0) for f in facts.values()]
+    started = [t for t in started if t > 0]
+    took = f"{now - min(started):.1f} s" if started else "unknown time"
+    targets = [f.get("__release_target", "") for f in facts.values() if f.get("__release_target")]
+    release = targets[0] if targets else "nothing"
+    commit = next((f["__release_commit"] for f in facts.values() if f.get("__release_commit")), "")
+    switched = [h for h in hosts if "steps" in (facts[h].get("__release_switch") or {})]
+    batches: list[list[str]] = []
+    for host in hosts:
+        batch = list(facts[host].get("__release_batch") or [host])
+        if batch not in batches:
+            batches.append(batch)
+    lines = [
+        f"{action} of {app}: {release}"
+        + (f" (commit {commit[:12]})" if commit else "")
+        + f", {len(switched)} of {len(hosts)} host(s) switched, {took}, {url}",
+        "batches: " + " | ".join(", ".join(b) for b in batches),
+    ]
+    lines += [_host_line(h, facts[h]) for h in hosts]
+    return lines
+
+
+class FilterModule:
+    """Jinja2 filters of the djdeploy playbooks."""
+
+    def filters(self) -> dict[str, Any]:
+        return {"djdeploy_release_summary": release_summary}

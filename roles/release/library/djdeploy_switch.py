@@ -1,0 +1,618 @@
+#!/usr/bin/python
+"""The blue/green switch of one host, in one module call: start, check, move traffic, retire."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: djdeploy_switch
+short_description: Move one host's traffic to a release on the idle color, or leave it untouched
+description:
+  - Each app runs two socket-activated gunicorn instances, C(<app>@blue) and C(<app>@green);
+    the color in C(<app_root>/live-color) serves, nginx's upstream file points at its socket.
+    This module moves the host to I(release) in one call, step by step, each step timed.
+  - Steps, in order. Prepare (stop the idle color's leftover units, point
+    C(<app_root>/colors/<idle>) at C(releases/<release>)); start (socket, then service, which
+    waits for gunicorn's readiness); health (GET I(health_path) on the idle color's own socket
+    until it answers 200); upstream (rewrite I(upstream_file) to the idle color's socket,
+    C(nginx -t), reload nginx); public (run I(check_argv), a C(curl) that prints the status,
+    until it prints 200: the request goes through nginx as a client's would); commit (C(current)
+    and C(previous) links, C(live-color), the new color's socket enabled at boot); drain (wait,
+    at most I(drain_timeout) seconds, until no nginx worker of the old configuration is left);
+    retire (stop the old color and disable it at boot).
+  - Any failure before commit reverts what the run did (the upstream file's old content and an
+    nginx reload, the new instance stopped) and fails with a message that says where traffic
+    is. The live instance is never stopped before the new one serves through nginx. A failure
+    after commit (drain, retire) fails with the release already live and says so.
+  - Returns a report with the seconds each step took, so a caller can print the host work next
+    to the run's total time.
+options:
+  app:
+    description: The app's name (the units are C(<app>@<color>.socket) and C(.service)).
+    type: str
+    required: true
+  app_root:
+    description: The app's root (C(releases/), C(colors/), C(current), C(live-color) below it).
+    type: path
+    required: true
+  release:
+    description: The release to serve (a directory name in C(<app_root>/releases)).
+    type: str
+    required: true
+  socket_dir:
+    description: Directory of the per-color sockets (C(<socket_dir>/gunicorn-<color>.sock)).
+    type: path
+    required: true
+  upstream_file:
+    description: nginx's upstream file of the app (written by the nginx role, rewritten here).
+    type: path
+    required: true
+  upstream_name:
+    description: The name of the upstream block in I(upstream_file).
+    type: str
+    required: true
+  health_path:
+    description: Path that must answer 200 on the new instance's socket.
+    type: str
+    default: /healthz
+  health_host:
+    description: Host header of the socket health check (one of the app's server names).
+    type: str
+    required: true
+  check_argv:
+    description:
+      - The command that checks the app through nginx once the upstream moved; it must print
+        the HTTP status code only (C(curl --write-out %{http_code} --output /dev/null ...)).
+    type: list
+    elements: str
+    required: true
+  retries:
+    description: Attempts of each health check (on the socket, through nginx).
+    type: int
+    default: 20
+  delay:
+    description: Seconds between two attempts.
+    type: float
+    default: 1
+  drain_timeout:
+    description: Seconds to wait at most for old nginx workers before retiring the old color.
+    type: float
+    default: 30
+  owner:
+    description: Owner of the C(live-color) file.
+    type: str
+  group:
+    description: Group of the C(live-color) file.
+    type: str
+  host:
+    description: Host name used in messages (pass C(inventory_hostname)); default the node name.
+    type: str
+attributes:
+  check_mode:
+    support: full
+    description: Reads the live color and the release and reports the switch it would make.
+author:
+  - djdeploy
+"""
+
+EXAMPLES = r"""
+- name: Switch to the new release
+  djdeploy_switch:
+    app: demo
+    app_root: /srv/demo
+    release: 20260101T000000Z-abcdef12
+    socket_dir: /run/demo
+    upstream_file: /etc/nginx/djdeploy/demo/upstream.conf
+    upstream_name: demo_app
+    health_host: demo.example.com
+    check_argv: [curl, -s, -o, /dev/null, -w, "%{http_code}", "https://demo.example.com/healthz"]
+    owner: deploy
+    group: deploy
+  register: switch
+"""
+
+RETURN = r"""
+release:
+  description: The release the host serves after the call.
+  returned: always
+  type: str
+live_color:
+  description: The color that serves after the call.
+  returned: always
+  type: str
+old_color:
+  description: The color that served before (empty on a host's first release).
+  returned: always
+  type: str
+previous_release:
+  description: The release that served before (empty on a host's first release).
+  returned: always
+  type: str
+steps:
+  description: Each step run, in order, with the seconds it took.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{step: start, seconds: 1.21}, {step: health, seconds: 0.05}]
+seconds:
+  description: Seconds the whole switch took on the host.
+  returned: always
+  type: float
+log:
+  description: The new instance's last log lines (when it did not start or answer).
+  returned: on failure
+  type: list
+  elements: str
+"""
+
+import http.client  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+
+COLORS = ("blue", "green")
+DRAINING = "nginx: worker process is shutting down"
+
+# run(argv) -> (rc, stdout, stderr)
+Runner = Callable[[list[str]], tuple[int, str, str]]
+# http_get(socket_path, path, headers, timeout) -> status code; raises OSError when unreachable.
+HttpGet = Callable[[str, str, dict[str, str], float], int]
+
+
+def run_command(argv: list[str]) -> tuple[int, str, str]:
+    """Run a command on the host (no shell) and return its exit code and output."""
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket (the gunicorn color's own socket, before nginx points at it)."""
+
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._socket_path)
+        self.sock = sock
+
+
+def unix_http_get(socket_path: str, path: str, headers: dict[str, str], timeout: float) -> int:
+    """GET path on a unix socket; the status code (redirects are not followed)."""
+    conn = _UnixHTTPConnection(socket_path, timeout)
+    try:
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    except (http.client.HTTPException, ValueError) as exc:
+        raise OSError(str(exc)) from exc
+    finally:
+        conn.close()
+
+
+def _chown(path: Path, user: str | None, group: str | None) -> None:
+    if user is not None and group is not None:
+        shutil.chown(path, user, group)
+    elif user is not None:
+        shutil.chown(path, user=user)
+    elif group is not None:
+        shutil.chown(path, group=group)
+
+
+def upstream_text(name: str, socket_path: str, color: str, app: str) -> str:
+    """The upstream file nginx includes: one server, the live color's socket."""
+    return (
+        "# Managed by djdeploy: the release switch rewrites this file.\n"
+        f"# Live color of {app}: {color}.\n"
+        f"upstream {name} {{\n"
+        f"    server unix:{socket_path} fail_timeout=0;\n"
+        "}\n"
+    )
+
+
+def replace_symlink(link: Path, target: Path) -> None:
+    """Point link at target atomically (a new link renamed over the old one)."""
+    tmp = link.with_name(f".{link.name}.djdeploy-tmp")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(target)
+    tmp.replace(link)
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write a file under a temporary name in its directory, then rename it over the old one."""
+    tmp = path.with_name(f".{path.name}.djdeploy-tmp")
+    tmp.write_text(text)
+    tmp.chmod(mode)
+    tmp.replace(path)
+
+
+@dataclass
+class Config:
+    """What the switch needs to know about the host (the module's options)."""
+
+    app: str
+    app_root: Path
+    release: str
+    socket_dir: Path
+    upstream_file: Path
+    upstream_name: str
+    health_host: str
+    check_argv: list[str]
+    health_path: str = "/healthz"
+    retries: int = 20
+    delay: float = 1.0
+    drain_timeout: float = 30.0
+    owner: str | None = None
+    group: str | None = None
+    host: str = ""
+
+    def unit(self, color: str, kind: str) -> str:
+        return f"{self.app}@{color}.{kind}"
+
+    def socket(self, color: str) -> str:
+        return str(self.socket_dir / f"gunicorn-{color}.sock")
+
+
+class SwitchError(Exception):
+    """The switch stopped; the message tells the user where traffic is."""
+
+    def __init__(self, msg: str, log: list[str] | None = None) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.log = log or []
+
+
+@dataclass
+class Report:
+    """What the switch did, step by step."""
+
+    release: str
+    live_color: str
+    old_color: str
+    previous_release: str
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    changed: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "release": self.release,
+            "live_color": self.live_color,
+            "old_color": self.old_color,
+            "previous_release": self.previous_release,
+            "steps": self.steps,
+            "seconds": round(self.seconds, 3),
+            "changed": self.changed,
+        }
+
+
+class Switch:
+    """The blue/green switch of one host. Every side effect goes through injected callables."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        run: Runner = run_command,
+        http_get: HttpGet = unix_http_get,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        chown: Callable[[Path, str | None, str | None], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.run = run
+        self.http_get = http_get
+        self.sleep = sleep
+        self.clock = clock
+        self.chown = chown or _chown
+        self.old_color = self._read_live_color()
+        self.new_color = "green" if self.old_color == "blue" else "blue"
+        self.previous_release = self._read_current()
+        # The upstream file's content before this run moved it (None: not moved yet).
+        self._moved_from: str | None = None
+        self.report = Report(
+            release=cfg.release,
+            live_color=self.old_color,
+            old_color=self.old_color,
+            previous_release=self.previous_release,
+        )
+
+    # -- reading the host ------------------------------------------------------------------
+
+    def _read_live_color(self) -> str:
+        try:
+            color = (self.cfg.app_root / "live-color").read_text().strip()
+        except OSError:
+            return ""
+        return color if color in COLORS else ""
+
+    def _read_current(self) -> str:
+        current = self.cfg.app_root / "current"
+        if not current.is_symlink():
+            return ""
+        return current.readlink().name
+
+    @property
+    def release_dir(self) -> Path:
+        return self.cfg.app_root / "releases" / self.cfg.release
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    @contextmanager
+    def _step(self, name: str) -> Iterator[None]:
+        start = self.clock()
+        try:
+            yield
+        finally:
+            self.report.steps.append({"step": name, "seconds": round(self.clock() - start, 3)})
+
+    def _systemctl(self, *args: str) -> tuple[int, str, str]:
+        return self.run(["systemctl", *args])
+
+    def _must(self, argv: list[str], what: str) -> None:
+        rc, out, err = self.run(argv)
+        if rc != 0:
+            raise SwitchError(f"{what} failed (rc {rc}): {(err or out).strip()[:400]}")
+
+    def _stop(self, color: str) -> None:
+        self._systemctl("stop", self.cfg.unit(color, "service"), self.cfg.unit(color, "socket"))
+
+    def _log(self, color: str) -> list[str]:
+        _, out, _ = self.run(
+            ["journalctl", "--no-pager", "-n", "25", "-u", self.cfg.unit(color, "service")]
+        )
+        return out.splitlines()[-25:]
+
+    def _where(self) -> str:
+        return f" on {self.cfg.host}" if self.cfg.host else ""
+
+    def _live_phrase(self) -> str:
+        return "the live release" + (f" {self.previous_release}" if self.previous_release else "")
+
+    def _socket_healthy(self) -> tuple[bool, str]:
+        headers = {"Host": self.cfg.health_host, "X-Forwarded-Proto": "https"}
+        last = ""
+        for attempt in range(max(1, self.cfg.retries)):
+            if attempt:
+                self.sleep(self.cfg.delay)
+            try:
+                status = self.http_get(
+                    self.cfg.socket(self.new_color), self.cfg.health_path, headers, 10.0
+                )
+            except OSError as exc:
+                last = str(exc) or exc.__class__.__name__
+                continue
+            if status == 200:
+                return True, ""
+            last = f"status {status}"
+        return False, last
+
+    def _public_healthy(self) -> tuple[bool, str]:
+        last = ""
+        for attempt in range(max(1, self.cfg.retries)):
+            if attempt:
+                self.sleep(self.cfg.delay)
+            rc, out, err = self.run(list(self.cfg.check_argv))
+            if rc == 0 and out.strip() == "200":
+                return True, ""
+            last = f"{out.strip()} {err.strip()}".strip() or f"rc {rc}"
+        return False, last
+
+    def _restore_upstream(self, old_text: str | None) -> None:
+        if old_text is None:
+            return
+        write_atomic(self.cfg.upstream_file, old_text)
+        self._systemctl("reload", "nginx")
+
+    # -- the switch ----------------------------------------------------------------------------
+
+    def plan(self) -> dict[str, Any]:
+        """What execute() would do (check mode)."""
+        self._check_release()
+        data = self.report.as_dict()
+        data.update(live_color=self.new_color, changed=True)
+        return data
+
+    def _check_release(self) -> None:
+        if not self.release_dir.is_dir():
+            raise SwitchError(
+                f"release: {self.release_dir} does not exist{self._where()}; nothing was changed."
+            )
+
+    def execute(self) -> Report:
+        """Run every step; revert and raise SwitchError when one fails before commit."""
+        started = self.clock()
+        try:
+            self._check_release()
+            try:
+                self._start_new()
+                old_upstream = self._move_upstream()
+                self._check_public(old_upstream)
+            except OSError as exc:
+                # An I/O error of our own (a link, the upstream file): undo, as for a failed check.
+                self._restore_upstream(self._moved_from)
+                self._stop(self.new_color)
+                raise SwitchError(
+                    f"release: switching to {self.cfg.release} failed{self._where()} ({exc});"
+                    f" traffic stays on {self._live_phrase()}."
+                ) from exc
+            self._commit()
+            self._retire()
+        finally:
+            self.report.seconds = self.clock() - started
+        return self.report
+
+    def _start_new(self) -> None:
+        cfg, color = self.cfg, self.new_color
+        with self._step("prepare"):
+            self._stop(color)
+            replace_symlink(cfg.app_root / "colors" / color, self.release_dir)
+        failure = ""
+        with self._step("start"):
+            for kind in ("socket", "service"):
+                rc, out, err = self._systemctl("start", cfg.unit(color, kind))
+                if rc != 0:
+                    failure = f"{cfg.unit(color, kind)} did not start: {(err or out).strip()[:300]}"
+                    break
+        if not failure:
+            with self._step("health"):
+                ok, last = self._socket_healthy()
+            if not ok:
+                failure = f"last: {last}"
+        if failure:
+            log = self._log(color)
+            self._stop(color)
+            raise SwitchError(
+                f"release: {cfg.release} did not start or answer {cfg.health_path} with 200"
+                f"{self._where()} ({failure}); traffic stays on {self._live_phrase()}."
+                f" Last log lines: {' | '.join(log)}",
+                log=log,
+            )
+
+    def _move_upstream(self) -> str | None:
+        cfg, color = self.cfg, self.new_color
+        with self._step("upstream"):
+            try:
+                old_text: str | None = cfg.upstream_file.read_text()
+            except OSError:
+                old_text = None
+            write_atomic(
+                cfg.upstream_file,
+                upstream_text(cfg.upstream_name, cfg.socket(color), color, cfg.app),
+            )
+            self._moved_from = old_text
+            rc, out, err = self.run(["nginx", "-t", "-q"])
+            if rc == 0:
+                rc, out, err = self._systemctl("reload", "nginx")
+            if rc != 0:
+                self._restore_upstream(old_text)
+                self._stop(color)
+                raise SwitchError(
+                    f"release: nginx refused the upstream of {cfg.release}{self._where()}"
+                    f" ({(err or out).strip()[:400]}); the upstream file is restored and traffic"
+                    f" stays on {self._live_phrase()}."
+                )
+        return old_text
+
+    def _check_public(self, old_upstream: str | None) -> None:
+        cfg = self.cfg
+        with self._step("public"):
+            ok, last = self._public_healthy()
+        if not ok:
+            self._restore_upstream(old_upstream)
+            self._stop(self.new_color)
+            raise SwitchError(
+                f"release: {cfg.release} answered on its socket but not through nginx"
+                f"{self._where()} (last: {last}); nginx points at the live release again."
+            )
+
+    def _commit(self) -> None:
+        cfg = self.cfg
+        with self._step("commit"):
+            replace_symlink(cfg.app_root / "current", self.release_dir)
+            if self.previous_release and self.previous_release != cfg.release:
+                replace_symlink(
+                    cfg.app_root / "previous", cfg.app_root / "releases" / self.previous_release
+                )
+            live = cfg.app_root / "live-color"
+            write_atomic(live, f"{self.new_color}\n")
+            if cfg.owner or cfg.group:
+                self.chown(live, cfg.owner, cfg.group)
+            self.report.live_color = self.new_color
+            self.report.changed = True
+            self._must(["systemctl", "enable", cfg.unit(self.new_color, "socket")], "enable")
+
+    def _retire(self) -> None:
+        old = self.old_color
+        if not old:
+            return
+        with self._step("drain"):
+            deadline = self.clock() + self.cfg.drain_timeout
+            while self.run(["pgrep", "-f", DRAINING])[0] == 0 and self.clock() < deadline:
+                self.sleep(0.2)
+        with self._step("retire"):
+            try:
+                self._must(
+                    [
+                        "systemctl",
+                        "stop",
+                        self.cfg.unit(old, "service"),
+                        self.cfg.unit(old, "socket"),
+                    ],
+                    "stopping the old color",
+                )
+                self._must(
+                    ["systemctl", "disable", self.cfg.unit(old, "socket")],
+                    "disabling the old color",
+                )
+            except SwitchError as exc:
+                raise SwitchError(
+                    f"release: {self.cfg.release} is live{self._where()}, but stopping the old"
+                    f" color {old} failed: {exc.msg}"
+                ) from exc
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "app": {"type": "str", "required": True},
+            "app_root": {"type": "path", "required": True},
+            "release": {"type": "str", "required": True},
+            "socket_dir": {"type": "path", "required": True},
+            "upstream_file": {"type": "path", "required": True},
+            "upstream_name": {"type": "str", "required": True},
+            "health_path": {"type": "str", "default": "/healthz"},
+            "health_host": {"type": "str", "required": True},
+            "check_argv": {"type": "list", "elements": "str", "required": True},
+            "retries": {"type": "int", "default": 20},
+            "delay": {"type": "float", "default": 1.0},
+            "drain_timeout": {"type": "float", "default": 30.0},
+            "owner": {"type": "str"},
+            "group": {"type": "str"},
+            "host": {"type": "str"},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    cfg = Config(
+        app=p["app"],
+        app_root=Path(p["app_root"]),
+        release=p["release"],
+        socket_dir=Path(p["socket_dir"]),
+        upstream_file=Path(p["upstream_file"]),
+        upstream_name=p["upstream_name"],
+        health_path=p["health_path"],
+        health_host=p["health_host"],
+        check_argv=p["check_argv"],
+        retries=p["retries"],
+        delay=p["delay"],
+        drain_timeout=p["drain_timeout"],
+        owner=p["owner"],
+        group=p["group"],
+        host=p["host"] or socket.gethostname(),
+    )
+    switch = Switch(cfg)
+    try:
+        if module.check_mode:
+            module.exit_json(**switch.plan())
+        report = switch.execute()
+    except SwitchError as exc:
+        module.fail_json(msg=exc.msg, log=exc.log, **switch.report.as_dict())
+    except OSError as exc:
+        module.fail_json(msg=f"release: switching failed: {exc}", **switch.report.as_dict())
+    module.exit_json(**report.as_dict())
+
+
+if __name__ == "__main__":
+    main()

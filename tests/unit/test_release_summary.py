@@ -1,0 +1,89 @@
+"""The release summary filter (playbooks/filter_plugins/djdeploy_summary.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGIN = ROOT / "playbooks/filter_plugins/djdeploy_summary.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("djdeploy_summary", PLUGIN)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["djdeploy_summary"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+summary = _load()
+NEW = "20260102T000000Z-bbbbbbbb"
+OLD = "20260101T000000Z-aaaaaaaa"
+
+
+def report(seconds: float = 2.5) -> dict[str, object]:
+    return {
+        "release": NEW,
+        "live_color": "green",
+        "old_color": "blue",
+        "previous_release": OLD,
+        "seconds": seconds,
+        "steps": [{"step": "start", "seconds": 1.25}, {"step": "public", "seconds": 0.5}],
+    }
+
+
+def test_one_line_per_host_with_batches_and_time() -> None:
+    hostvars = {
+        "web1": {
+            "__release_switch": report(),
+            "__release_target": NEW,
+            "__release_commit": "bbbbbbbbcccccccc",
+            "__release_batch": ["web1"],
+            "djdeploy_run_started": 100.0,
+            "unrelated": "never read",
+        },
+        "web2": {
+            "__release_switch": {"skipped": True},
+            "__release_target": NEW,
+            "__release_batch": ["web2", "web3"],
+            "__release_live": {"id": NEW},
+            "djdeploy_run_started": 100.2,
+        },
+        "web3": {"__release_batch": ["web2", "web3"]},
+    }
+    lines = summary.release_summary(
+        hostvars,
+        ["web1", "web2", "web3"],
+        app="demo",
+        action="release",
+        url="https://demo.example.com/",
+        now=142.0,
+    )
+    assert lines[0] == (
+        f"release of demo: {NEW} (commit bbbbbbbbcccc), 1 of 3 host(s) switched, 42.0 s,"
+        " https://demo.example.com/"
+    )
+    assert lines[1] == "batches: web1 | web2, web3"
+    assert lines[2] == (
+        f"web1: {NEW} on green (was {OLD} on blue), host work 2.5 s (start 1.2, public 0.5)"
+    )
+    assert lines[3] == f"web2: unchanged, serving {NEW}"
+    assert lines[4] == "web3: unchanged, serving nothing"
+    assert len(lines) == 5
+
+
+def test_only_the_summary_keys_are_read() -> None:
+    class Strict(dict[str, object]):
+        def __getitem__(self, key: str) -> object:
+            assert key in summary.KEYS, key
+            return super().__getitem__(key)
+
+    hostvars = {"web1": Strict(__release_target=NEW, secret="x")}
+    lines = summary.release_summary(
+        hostvars, ["web1"], app="demo", action="rollback", url="u", now=1.0
+    )
+    assert lines[0].startswith(f"rollback of demo: {NEW}, 0 of 1 host(s) switched, unknown time")
