@@ -6,7 +6,16 @@ These tests change the deployment, so they run last (file order) and in order.
 import re
 
 import pytest
-from testlib import commit_and_push, https_get, inventory_without, run_playbook, write_file
+from testlib import assert_serving as serving
+from testlib import (
+    commit_and_push,
+    https_get,
+    inventory_without,
+    live_invocation,
+    live_release,
+    run_playbook,
+    write_file,
+)
 
 APP = "demo"
 NAME = "demo.test"
@@ -14,14 +23,11 @@ CERT = f"/etc/ssl/djdeploy/{APP}/fullchain.pem"
 
 
 def live(host):
-    return host.file(f"/srv/{APP}/current").linked_to
+    return live_release(host, APP)
 
 
 def assert_serving(host, release):
-    assert live(host) == release
-    page = https_get(host, NAME, "/", cacert=CERT)
-    assert page.status == 200
-    assert release.rsplit("/", 1)[-1] in page.body
+    serving(host, release, APP, NAME)
 
 
 @pytest.mark.parametrize(
@@ -213,10 +219,7 @@ LEGACY_CERT = "/etc/ssl/djdeploy/legacy/fullchain.pem"
 
 def app_state(host, app: str) -> tuple[str, str]:
     """The app's live release and the invocation of its live gunicorn (changes on restart)."""
-    release = host.file(f"/srv/{app}/current").linked_to
-    color = host.file(f"/srv/{app}/live-color").content_string.strip()
-    invocation = host.run(f"systemctl show -P InvocationID {app}@{color}.service").stdout.strip()
-    return release, invocation
+    return live_release(host, app), live_invocation(host, app)
 
 
 def test_second_app_with_another_shape_deploys_beside_the_first(host):
