@@ -113,6 +113,18 @@ def inventory_without(tmp_path: Path, *names: str) -> str:
     return str(target / source.name)
 
 
+def inventory_with(tmp_path: Path, **values: Any) -> str:
+    """A copy of the Molecule inventory whose group_vars/all also sets these values (as an
+    operator would in the inventory; unlike -e, they have inventory precedence)."""
+    source = Path(os.environ["MOLECULE_INVENTORY_FILE"])
+    target = tmp_path / "inventory-with"
+    shutil.copytree(source.parent, target, symlinks=False)
+    extra = target / "group_vars" / "all" / "zz-test.yml"
+    extra.parent.mkdir(parents=True, exist_ok=True)
+    extra.write_text(yaml.safe_dump(values))
+    return str(target / source.name)
+
+
 def _strip(node: Any, names: tuple[str, ...]) -> None:
     if isinstance(node, dict):
         for name in names:
