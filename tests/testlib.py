@@ -113,6 +113,18 @@ def inventory_without(tmp_path: Path, *names: str) -> str:
     return str(target / source.name)
 
 
+def inventory_with(tmp_path: Path, **values: Any) -> str:
+    """A copy of the Molecule inventory whose group_vars/all also sets these values (as an
+    operator would in the inventory; unlike -e, they have inventory precedence)."""
+    source = Path(os.environ["MOLECULE_INVENTORY_FILE"])
+    target = tmp_path / "inventory-with"
+    shutil.copytree(source.parent, target, symlinks=False)
+    extra = target / "group_vars" / "all" / "zz-test.yml"
+    extra.parent.mkdir(parents=True, exist_ok=True)
+    extra.write_text(yaml.safe_dump(values))
+    return str(target / source.name)
+
+
 def _strip(node: Any, names: tuple[str, ...]) -> None:
     if isinstance(node, dict):
         for name in names:
@@ -136,3 +148,33 @@ def write_file(path: str, text: str) -> str:
     """A shell command that writes text to path (base64: no quoting of the text)."""
     encoded = base64.b64encode(text.encode()).decode()
     return f"echo {encoded} | base64 -d > {path}"
+
+
+def live_release(host: Any, app: str = "demo") -> str:
+    """The release directory the app's `current` link points at."""
+    linked: str = host.file(f"/srv/{app}/current").linked_to
+    return linked
+
+
+def live_invocation(host: Any, app: str = "demo") -> str:
+    """The systemd invocation of the app's live gunicorn (a new one on every (re)start)."""
+    color = host.file(f"/srv/{app}/live-color").content_string.strip()
+    out: str = host.run(f"systemctl show -P InvocationID {app}@{color}.service").stdout
+    return out.strip()
+
+
+def assert_serving(
+    host: Any, release: str, app: str = "demo", name: str = "demo.test", static: bool = False
+) -> None:
+    """The release is live and its page comes through nginx over HTTPS; with static, every
+    hashed static file the page links comes from nginx too."""
+    cacert = f"/etc/ssl/djdeploy/{app}/fullchain.pem"
+    assert live_release(host, app) == release
+    page = https_get(host, name, "/", cacert=cacert)
+    assert page.status == 200
+    assert release.rsplit("/", 1)[-1] in page.body
+    if static:
+        urls = hashed_static_urls(page.body)
+        assert any(url.startswith("/static/site/brand.") for url in urls), urls
+        for url in urls:
+            assert https_get(host, name, url, cacert=cacert).status == 200, url

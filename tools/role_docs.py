@@ -4,6 +4,10 @@
 BEGIN/END GENERATED VARIABLES markers (a README without the markers gets the section appended;
 a role without a README gets one, described by meta/main.yml). `--check` changes nothing and
 exits 1 when a README differs from what its spec gives. Edit the spec, then run the command.
+
+A spec is read as ansible-core reads it, YAML anchors and merge keys resolved: an option that
+several entry points take (written once and merged into each, as in the release role) gets one
+row in "Options of several entry points", naming the entry points that take it.
 """
 
 from __future__ import annotations

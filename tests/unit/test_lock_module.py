@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import stat
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-MODULE = ROOT / "roles/release/library/djdeploy_lock.py"
+from .loader import load
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("djdeploy_lock", MODULE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses look the module up while building the classes.
-    sys.modules["djdeploy_lock"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-lockmod = _load()
+lockmod = load("roles/release/library/djdeploy_lock.py")
 
 # 2026-01-01T00:00:00Z and one hour later.
 JAN_1 = 1767225600.0
@@ -312,9 +298,8 @@ def _module(tmp_path: Path, **args: object) -> tuple[int, dict[str, Any]]:
     """Run the module file as Ansible would (arguments in a JSON file), without Ansible."""
     args_file = tmp_path / "args.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    done = subprocess.run(
-        [sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, check=False
-    )
+    argv = [sys.executable, str(lockmod.__file__), str(args_file)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
     result: dict[str, Any] = json.loads(done.stdout)
     return done.returncode, result
 

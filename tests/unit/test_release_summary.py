@@ -2,25 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
+from .loader import load
 
-ROOT = Path(__file__).resolve().parents[2]
-PLUGIN = ROOT / "playbooks/filter_plugins/djdeploy_summary.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("djdeploy_summary", PLUGIN)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["djdeploy_summary"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-summary = _load()
+summary = load("playbooks/filter_plugins/djdeploy_summary.py")
 NEW = "20260102T000000Z-bbbbbbbb"
 OLD = "20260101T000000Z-aaaaaaaa"
 

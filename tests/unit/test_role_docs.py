@@ -90,6 +90,57 @@ def test_render_shows_each_option_once_with_its_entry_points(tmp_path: Path) -> 
     assert "Secret (`no_log`)" in text
 
 
+MERGED_SPEC = """\
+---
+argument_specs:
+  main:
+    short_description: Do everything
+    options:
+      <<:
+        - &common
+          demo_name:
+            type: str
+            required: true
+            description: Name of the app.
+        - &build
+          demo_repo:
+            type: str
+            default: ""
+            description: Repository.
+  build:
+    short_description: Build only
+    options:
+      <<: [*common, *build]
+  undo:
+    short_description: Undo
+    options:
+      <<: *common
+      demo_force:
+        type: bool
+        default: false
+        description: Undo even when unsure.
+"""
+
+
+def test_options_merged_from_anchors_are_listed_once_with_their_entry_points(
+    tmp_path: Path,
+) -> None:
+    specs = tmp_path / "argument_specs.yml"
+    specs.write_text(MERGED_SPEC)
+    entries = role_docs.load_entry_points(specs)
+    assert [[o.name for o in e.options] for e in entries] == [
+        ["demo_name", "demo_repo"],
+        ["demo_name", "demo_repo"],
+        ["demo_name", "demo_force"],
+    ]
+    text = role_docs.render(entries)
+    assert "<<" not in text
+    assert text.count("`demo_name`") == 1
+    assert "| `demo_name` | all | str | yes |  |  | Name of the app. |" in text
+    assert '| `demo_repo` | all but `undo` | str | no | `""` |  | Repository. |' in text
+    assert "| `demo_force` | bool | no | `false` |  | Undo even when unsure. |" in text
+
+
 def test_readme_is_created_from_meta_and_updated_between_markers(tmp_path: Path) -> None:
     role = make_role(tmp_path)
     roles = role.parent

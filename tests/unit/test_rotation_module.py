@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-MODULE = ROOT / "roles/nginx/library/djdeploy_rotation.py"
+from .loader import load
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("djdeploy_rotation", MODULE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["djdeploy_rotation"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-rot = _load()
+rot = load("roles/nginx/library/djdeploy_rotation.py")
 ADDRESS = "10.0.0.11:8000"
 
 

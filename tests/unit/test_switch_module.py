@@ -6,28 +6,14 @@ command runner that plays systemctl, nginx, curl, journalctl and pgrep.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-MODULE = ROOT / "roles/release/library/djdeploy_switch.py"
+from .loader import load
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("djdeploy_switch", MODULE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["djdeploy_switch"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-sw = _load()
+sw = load("roles/release/library/djdeploy_switch.py")
 
 OLD = "20260101T000000Z-aaaaaaaa"
 NEW = "20260102T000000Z-bbbbbbbb"

@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 import testinfra
-from testlib import commit_and_push, hashed_static_urls, https_get, run_playbook, write_file
+from testlib import (
+    commit_and_push,
+    hashed_static_urls,
+    https_get,
+    inventory_with,
+    run_playbook,
+    write_file,
+)
 
 from tools.probe import Probe
 
@@ -171,6 +178,8 @@ def test_rolling_release_under_load_loses_no_request(host, cacert):
         assert live(name).endswith(sha[:8])
         assert other(name).file(f"/srv/{APP}/previous").linked_to == before[name]
     assert in_rotation(host) == {WEB1: True, WEB2: True}
+    # One host per batch (release_serial 1, the default): the summary lists two batches.
+    assert f"batches: {WEB1} | {WEB2}" in run.flat, run.output[-2000:]
     page = https_get(host, NAME, "/", cacert=CERT)
     assert sha[:8] in page.body
     new_static = hashed_static_urls(page.body)
@@ -181,7 +190,7 @@ def test_rolling_release_under_load_loses_no_request(host, cacert):
             assert https_get(host, NAME, url, cacert=CERT).status == 200, url
 
 
-def test_rollback_under_load_loses_no_request(host, cacert):
+def test_rollback_under_load_loses_no_request(host, cacert, tmp_path):
     current = {name: live(name) for name in WEBS}
     previous = {name: other(name).file(f"/srv/{APP}/previous").linked_to for name in WEBS}
     load = probe(cacert).start()
@@ -191,10 +200,15 @@ def test_rollback_under_load_loses_no_request(host, cacert):
     assert report["failed"] == 0, {k: report[k] for k in ("sent", "failed", "status", "errors")}
     for name in WEBS:
         assert live(name) == previous[name]
+    # Forward again with release_serial 2 set in the inventory: both hosts in one batch.
     run = run_playbook(
-        "playbooks/rollback.yml", "-e", f"release_rollback_to={Path(current[WEB1]).name}"
+        "playbooks/rollback.yml",
+        "-e",
+        f"release_rollback_to={Path(current[WEB1]).name}",
+        inventory=inventory_with(tmp_path, release_serial=2),
     )
     assert run.rc == 0, run.output[-3000:]
+    assert f"batches: {WEB1}, {WEB2}" in run.flat, run.output[-2000:]
     for name in WEBS:
         assert live(name) == current[name]
 

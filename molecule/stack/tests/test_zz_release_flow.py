@@ -6,7 +6,16 @@ These tests change the deployment, so they run last (file order) and in order.
 import re
 
 import pytest
-from testlib import commit_and_push, https_get, inventory_without, run_playbook, write_file
+from testlib import assert_serving as serving
+from testlib import (
+    commit_and_push,
+    https_get,
+    inventory_without,
+    live_invocation,
+    live_release,
+    run_playbook,
+    write_file,
+)
 
 APP = "demo"
 NAME = "demo.test"
@@ -14,14 +23,11 @@ CERT = f"/etc/ssl/djdeploy/{APP}/fullchain.pem"
 
 
 def live(host):
-    return host.file(f"/srv/{APP}/current").linked_to
+    return live_release(host, APP)
 
 
 def assert_serving(host, release):
-    assert live(host) == release
-    page = https_get(host, NAME, "/", cacert=CERT)
-    assert page.status == 200
-    assert release.rsplit("/", 1)[-1] in page.body
+    serving(host, release, APP, NAME)
 
 
 @pytest.mark.parametrize(
@@ -66,12 +72,12 @@ def test_second_commit_is_released_and_switched(host):
     # switch module's step timings.
     release_id = after.rsplit("/", 1)[-1]
     headline = f"release of {APP}: {release_id} (commit {sha[:12]}), 1 of 1 host(s) switched"
-    assert headline in run.output, run.output[-2000:]
+    assert headline in run.flat, run.output[-2000:]
     host_line = (
         rf"{re.escape(release_id)} on (blue|green) \(was \S+ on (blue|green)\),"
         r" host work [0-9.]+ s \(prepare [0-9.]+, start"
     )
-    assert re.search(host_line, run.output), run.output[-2000:]
+    assert re.search(host_line, run.flat), run.output[-2000:]
     # Same requirements: the venv was reused, not rebuilt.
     venv = ".djdeploy-venv"
     assert host.file(f"{after}/{venv}").linked_to == host.file(f"{before}/{venv}").linked_to
@@ -105,7 +111,7 @@ def test_rollback_switches_back_without_a_build_and_forward_again(host):
     run = run_playbook("playbooks/rollback.yml")
     assert run.rc == 0, run.output[-3000:]
     assert "Build |" not in run.output
-    assert f"rollback of {APP}: {previous.rsplit('/', 1)[-1]}" in run.output
+    assert f"rollback of {APP}: {previous.rsplit('/', 1)[-1]}" in run.flat
     assert_serving(host, previous)
     run = run_playbook(
         "playbooks/rollback.yml", "-e", f"release_rollback_to={current.rsplit('/', 1)[-1]}"
@@ -213,10 +219,7 @@ LEGACY_CERT = "/etc/ssl/djdeploy/legacy/fullchain.pem"
 
 def app_state(host, app: str) -> tuple[str, str]:
     """The app's live release and the invocation of its live gunicorn (changes on restart)."""
-    release = host.file(f"/srv/{app}/current").linked_to
-    color = host.file(f"/srv/{app}/live-color").content_string.strip()
-    invocation = host.run(f"systemctl show -P InvocationID {app}@{color}.service").stdout.strip()
-    return release, invocation
+    return live_release(host, app), live_invocation(host, app)
 
 
 def test_second_app_with_another_shape_deploys_beside_the_first(host):

@@ -8,33 +8,31 @@ and in order.
 import json
 
 import pytest
-from testlib import commit_and_push, hashed_static_urls, https_get, run_playbook, write_file
+from testlib import assert_serving as serving
+from testlib import (
+    commit_and_push,
+    live_invocation,
+    live_release,
+    run_playbook,
+    write_file,
+)
 
 APP = "demo"
 NAME = "demo.test"
-CERT = f"/etc/ssl/djdeploy/{APP}/fullchain.pem"
 SHAPES = "/srv/git/shapes"
 
 
 def live(host) -> str:
-    return host.file(f"/srv/{APP}/current").linked_to
+    return live_release(host, APP)
 
 
 def invocation(host) -> str:
-    color = host.file(f"/srv/{APP}/live-color").content_string.strip()
-    return host.run(f"systemctl show -P InvocationID {APP}@{color}.service").stdout.strip()
+    return live_invocation(host, APP)
 
 
 def assert_serving(host, release: str) -> None:
     """The release is live, its page and every hashed static file it links come from nginx."""
-    assert live(host) == release
-    page = https_get(host, NAME, "/", cacert=CERT)
-    assert page.status == 200
-    assert release.rsplit("/", 1)[-1] in page.body
-    urls = hashed_static_urls(page.body)
-    assert any(url.startswith("/static/site/brand.") for url in urls), urls
-    for url in urls:
-        assert https_get(host, NAME, url, cacert=CERT).status == 200, url
+    serving(host, release, APP, NAME, static=True)
 
 
 def installed(host, release: str, package: str) -> str:
