@@ -1,4 +1,10 @@
-"""Load a module or plugin of the repository by its path (they are not importable packages)."""
+"""Load a module or plugin of the repository by its path (they are not importable packages).
+
+A role's modules import the role's own module_utils as ``ansible.module_utils.<name>`` (Ansible
+ships ``roles/<role>/module_utils/<name>.py`` with them); ``load`` registers those files under
+that name first, so the import finds them. Loading a module_utils file itself gives the same
+registered module (one ``ProjectError`` class, whoever raises or catches it).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +14,42 @@ from pathlib import Path
 from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[2]
+UTILS = "ansible.module_utils"
+
+
+def _exec(path: Path, name: str) -> ModuleType:
+    """Import path under name (dataclasses need the module in sys.modules)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _util(path: Path) -> ModuleType:
+    """A role's module_utils file as ansible.module_utils.<stem>, loaded once."""
+    name = f"{UTILS}.{path.stem}"
+    known = sys.modules.get(name)
+    if known is not None and getattr(known, "__file__", None) == str(path):
+        return known
+    return _exec(path, name)
 
 
 def load(relative: str) -> ModuleType:
-    """Import ROOT/relative under its file name (dataclasses need it in sys.modules)."""
+    """Import ROOT/relative: a module_utils file under its Ansible name, anything else under
+    its file name, after the role's module_utils it imports."""
     path = ROOT / relative
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
-    spec.loader.exec_module(module)
-    return module
+    if path.parent.name == "module_utils":
+        return _util(path)
+    utils = path.parent.parent / "module_utils"
+    if path.parent.name == "library" and utils.is_dir():
+        source = path.read_text()
+        for util in sorted(utils.glob("*.py")):
+            if f"{UTILS}.{util.stem}" in source:
+                _util(util)
+    return _exec(path, path.stem)

@@ -1,42 +1,44 @@
 """The build module (roles/release/library/djdeploy_build.py) against a fake host.
 
-The app's tree is a temporary directory; a fake runner plays git, tar, python -m venv, the
-installers, collectstatic and the deploy check, recording each command's argv and the user it
-runs as; killing the build user's processes and chown are fakes that record too.
+The app's tree is a temporary directory; a fake runner plays git (the mirror, and the project's
+files at the commit), the interpreter, tar, python -m venv, the installers, collectstatic and
+the deploy check, recording each command's argv and the user it runs as; killing the build
+user's processes and chown are fakes that record too. The project step is the real
+module_utils/djdeploy_project_lib.py (its own tests are in test_project_lib.py).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import stat
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-MODULE = ROOT / "roles/release/library/djdeploy_build.py"
+from .loader import load
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("djdeploy_build", MODULE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["djdeploy_build"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bm = _load()
+bm = load("roles/release/library/djdeploy_build.py")
+lib = load("roles/release/module_utils/djdeploy_project_lib.py")
 
 RELEASE = "20260102T000000Z-bbbbbbbb"
 COMMIT = "b" * 40
-VENV_KEY = "0123456789abcdef"
+PYTHON_VERSION = "3.11.2"
+VERSION_ARGV = ["/usr/bin/python3", "-c", "import platform; print(platform.python_version())"]
+# The project at COMMIT, as git shows it from the mirror.
+FILES = {
+    "requirements.txt": "django\n",
+    "pyproject.toml": '[project]\nname = "demo"\nrequires-python = ">=3.11"\n',
+}
+# The venv of these inputs (requirements, the interpreter's version, gunicorn as extra).
+VENV_KEY = Path(
+    lib.venv_path(
+        lib.inspect_project(FILES.get, PYTHON_VERSION),
+        lib.InstallOptions(venvs_dir="", release_dir="", extra_packages=["gunicorn"]),
+    )
+).name
 MANAGE = "/usr/local/bin/demo-manage"
 # The build user is the test's own uid, so the files the fake host writes are "its" files.
 BUILD_UID = os.getuid()
@@ -63,6 +65,8 @@ class FakeHost:
         self.chowns: list[tuple[Path, int, int]] = []
         self.mirror_commits: set[str] = set()
         self.remote_commits: set[str] = {COMMIT}
+        self.files: dict[str, str] = dict(FILES)
+        self.python_version = PYTHON_VERSION
         self.install_fails = False
         self.gunicorn = True
         self.check_fails = False
@@ -91,6 +95,13 @@ class FakeHost:
         if "remote" in argv:
             self.mirror_commits |= self.remote_commits
             return 0, "", ""
+        if "show" in argv:
+            commit, _, path = argv[-1].partition(":")
+            if commit in self.mirror_commits and path in self.files:
+                return 0, self.files[path], ""
+            return 128, "", f"fatal: path '{path}' does not exist in '{commit}'\n"
+        if argv == VERSION_ARGV:
+            return 0, f"{self.python_version}\n", ""
         if argv[0] == "tar":
             target = Path(argv[argv.index("-C") + 1])
             (target / "demo").mkdir()
@@ -100,6 +111,10 @@ class FakeHost:
         if argv[1:3] == ["-m", "venv"]:
             (Path(argv[3]) / "bin").mkdir(parents=True)
             (Path(argv[3]) / "bin/python").write_text("")
+            return 0, "", ""
+        if "sync" in argv:  # uv sync
+            venv = Path(cmd.env["UV_PROJECT_ENVIRONMENT"])
+            (venv / "bin/gunicorn").write_text("#!python\n")
             return 0, "", ""
         if "pip" in argv:
             venv = Path(argv[3]).parent.parent
@@ -153,16 +168,6 @@ def app_root(tmp_path: Path) -> Path:
     return root
 
 
-def install_steps(app_root: Path) -> list[dict[str, Any]]:
-    python = f"{app_root}/venvs/{VENV_KEY}/bin/python"
-    pip = ["nice", "-n", "10", python, "-m", "pip", "install", "--disable-pip-version-check"]
-    cache = f"{app_root}/shared/build-cache/pip"
-    return [
-        {"argv": [*pip, "--cache-dir", cache, "-r", f"{app_root}/releases/{RELEASE}/req.txt"]},
-        {"argv": [*pip, "gunicorn"], "env": {"PIP_NO_INPUT": "1"}},
-    ]
-
-
 def make(app_root: Path, host: FakeHost, **overrides: Any) -> Any:
     deploy = bm.Account("deploy", DEPLOY_UID, "deploy", DEPLOY_UID, "/home/deploy", (DEPLOY_UID,))
     build = bm.Account(
@@ -173,14 +178,6 @@ def make(app_root: Path, host: FakeHost, **overrides: Any) -> Any:
         str(app_root / "shared/build-cache"),
         (RUNTIME_GID,),
     )
-    project = bm.Project(
-        venv=str(app_root / "venvs" / VENV_KEY),
-        steps=install_steps(app_root),
-        method="requirements",
-        source="requirements.txt",
-        requires_python=">=3.11",
-        python_version="3.11.2",
-    )
     cfg = bm.Config(
         app_root=app_root,
         release=RELEASE,
@@ -190,7 +187,6 @@ def make(app_root: Path, host: FakeHost, **overrides: Any) -> Any:
         deploy=deploy,
         build=build,
         runtime_gid=RUNTIME_GID,
-        project=project,
         manage=MANAGE,
         check_script="print('check')",
         check_accept=["greetings.W001"],
@@ -198,7 +194,7 @@ def make(app_root: Path, host: FakeHost, **overrides: Any) -> Any:
         pip_extra_knob="app_pip_extra_packages",
         operator="alice",
         base_env={"https_proxy": "http://proxy:3128"},
-        **overrides,
+        **{"inspect": bm.Inspect(extra_packages=["gunicorn"]), **overrides},
     )
     return bm.Builder(
         cfg,
@@ -231,6 +227,7 @@ def test_a_fresh_build_runs_every_step_in_order_each_as_its_user(app_root: Path)
 
     assert [s["step"] for s in report.steps] == [
         "mirror",
+        "project",
         "export",
         "venv",
         "install",
@@ -244,13 +241,21 @@ def test_a_fresh_build_runs_every_step_in_order_each_as_its_user(app_root: Path)
     ]
     assert report.changed and report.mirror_updated and not report.venv_reused
     assert report.seconds >= sum(s["seconds"] for s in report.steps) - 0.001
-    # Who runs what: git as the deploy user, everything that runs the app's code (or its
-    # dependencies') as the build user; root only kills the build user's leftovers.
+    # Who runs what: git (the mirror, the project's files) and the interpreter's version as the
+    # deploy user, everything that runs the app's code (or its dependencies') as the build
+    # user; root only kills the build user's leftovers, once the project was read.
     commands = [(user, argv[:4]) for user, argv in host.calls if argv[0] != "reap"]
     venv = str(app_root / "venvs" / VENV_KEY)
+    show = ["git", "--git-dir", str(host.mirror), "show"]
     assert commands == [
         ("deploy", ["git", "clone", "--quiet", "--mirror"]),
         ("deploy", ["git", "--git-dir", str(host.mirror), "cat-file"]),
+        ("deploy", VERSION_ARGV),
+        ("deploy", show),
+        ("deploy", show),
+        ("deploy", show),
+        ("deploy", show),
+        ("deploy", show),
         ("deploy", ["git", "--git-dir", str(host.mirror), "archive"]),
         ("demo-build", ["tar", "-x", "-C", str(release_dir(app_root))]),
         ("demo-build", ["/usr/bin/python3", "-m", "venv", venv]),
@@ -259,6 +264,26 @@ def test_a_fresh_build_runs_every_step_in_order_each_as_its_user(app_root: Path)
         ("demo-build", ["nice", "-n", "10", MANAGE]),
         ("demo-build", ["nice", "-n", "10", MANAGE]),
     ]
+    shown = [argv[-1] for _, argv in host.calls if "show" in argv]
+    assert shown == [
+        f"{COMMIT}:{path}"
+        for path in ("pyproject.toml", "requirements.txt", "uv.lock", "poetry.lock")
+    ] + [f"{COMMIT}:.python-version"]
+    # Nothing is killed (nor written) before the project was read.
+    first_reap = host.calls.index(("root", ["reap", str(BUILD_UID)]))
+    assert all("show" not in argv for _, argv in host.calls[first_reap:])
+    assert report.project == {
+        "method": "requirements",
+        "source": "requirements.txt",
+        "digest": lib.inspect_project(FILES.get, PYTHON_VERSION).digest,
+        "build_system": False,
+        "hashes": False,
+        "dependencies": [],
+        "requires_python": ">=3.11",
+        "python_version": PYTHON_VERSION,
+        "venv": venv,
+    }
+    assert report.warnings == []
     ran = [argv for _, argv in host.calls if argv[0] != "reap"]
     assert ran[-2][4:] == ["collectstatic", "--noinput", "-v", "1"]
     assert ran[-1][4:] == ["shell", "-c", "print('check')"]
@@ -279,7 +304,12 @@ def test_a_fresh_build_runs_every_step_in_order_each_as_its_user(app_root: Path)
     assert set(tar.env) == {"HOME", "USER", "LOGNAME", "PATH", "LANG", "https_proxy"}
     assert tar.account.extra_groups == (RUNTIME_GID,)
     pip_gunicorn = next(c for c in host.commands if c.argv[-1] == "gunicorn")
-    assert pip_gunicorn.env["PIP_NO_INPUT"] == "1"
+    assert "--no-input" in pip_gunicorn.argv
+    assert "--cache-dir" in pip_gunicorn.argv
+    requirements = next(c for c in host.commands if "-r" in c.argv)
+    assert requirements.argv[-1] == f"{release_dir(app_root)}/requirements.txt"
+    version = next(c for c in host.commands if c.argv == VERSION_ARGV)
+    assert version.env["HOME"] == "/home/deploy" and version.cwd == str(app_root)
     check = host.commands[-1]
     assert check.env["DJDEPLOY_CHECK_ACCEPT"] == "greetings.W001"
     assert check.env["DJDEPLOY_CHECK_KNOB"] == "app_check_deploy_accept"
@@ -462,6 +492,201 @@ def test_a_process_the_build_leaves_running_fails_the_build(app_root: Path) -> N
     assert not release_dir(app_root).exists()
 
 
+def outside_the_mirror(app_root: Path) -> dict[str, tuple[int, str]]:
+    return {
+        path: seen
+        for path, seen in snapshot(app_root).items()
+        if not path.startswith("shared/cache/repo.git")
+    }
+
+
+def test_a_failing_project_check_changes_nothing_outside_the_mirror(app_root: Path) -> None:
+    host = FakeHost(app_root)
+    host.files["pyproject.toml"] = '[project]\nname = "demo"\nrequires-python = ">=3.99"\n'
+    # A leftover of the same id (a build that died) is not touched either.
+    leftover = release_dir(app_root)
+    leftover.mkdir()
+    (leftover / "manage.py").write_text("")
+    before = outside_the_mirror(app_root)
+    builder = make(app_root, host)
+    with pytest.raises(bm.BuildError) as failed:
+        builder.execute()
+
+    # The message of the project check, as it was when it was a module of its own.
+    assert failed.value.msg == (
+        "release: the project requires Python >=3.99 (requires-python in pyproject.toml) but"
+        " /usr/bin/python3 on this host is Python 3.11.2. Point app_python at an interpreter on"
+        " the hosts that satisfies it (e.g. Debian 13's /usr/bin/python3 is 3.13, Debian 12's is"
+        " 3.11), or release a commit whose requirement this interpreter meets."
+    )
+    assert outside_the_mirror(app_root) == before
+    assert host.chowns == []
+    assert {user for user, _ in host.calls} == {"deploy"}  # no reap, nothing as the build user
+    assert not host.users_of("archive")
+    assert [s["step"] for s in builder.report.steps] == ["mirror", "project"]
+    report = builder.report.as_dict()
+    assert report["changed"] and report["mirror_updated"]  # the clone happened
+    assert "project" not in report and "venv" not in report
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (
+            {"manage.py": ""},
+            "release: found nothing to install the dependencies from: no uv.lock, poetry.lock,",
+        ),
+        ({"pyproject.toml": "[project"}, "release: pyproject.toml is not valid TOML: "),
+    ],
+    ids=["nothing-to-install", "invalid-toml"],
+)
+def test_every_project_error_fails_before_the_build(
+    app_root: Path, files: dict[str, str], message: str
+) -> None:
+    host = FakeHost(app_root)
+    host.files = files
+    before = outside_the_mirror(app_root)
+    with pytest.raises(bm.BuildError) as failed:
+        make(app_root, host).execute()
+    assert failed.value.msg.startswith(message)
+    assert outside_the_mirror(app_root) == before
+
+
+def test_a_forced_method_names_the_inventory_knob(app_root: Path) -> None:
+    host = FakeHost(app_root)
+    inspect = bm.Inspect(method="poetry", knobs={"method": "app_install_method"})
+    with pytest.raises(bm.BuildError) as failed:
+        make(app_root, host, inspect=inspect).execute()
+    assert failed.value.msg.startswith(
+        "release: app_install_method is 'poetry' but the repository has no poetry.lock."
+    )
+    assert not release_dir(app_root).exists()
+
+
+def test_an_interpreter_that_does_not_run_fails_before_the_build(app_root: Path) -> None:
+    host = FakeHost(app_root)
+    run = host.run
+
+    def no_python(cmd: Any) -> tuple[int, str, str]:
+        if cmd.argv == VERSION_ARGV:
+            return 127, "", "python3: not found\n"
+        return run(cmd)
+
+    host.run = no_python  # type: ignore[method-assign]
+    before = outside_the_mirror(app_root)
+    with pytest.raises(bm.BuildError) as failed:
+        make(app_root, host).execute()
+    assert failed.value.msg == (
+        "release: cannot run the interpreter /usr/bin/python3: python3: not found"
+    )
+    assert outside_the_mirror(app_root) == before
+
+
+def test_a_python_version_file_the_interpreter_exceeds_warns_and_builds(app_root: Path) -> None:
+    host = FakeHost(app_root)
+    host.files[".python-version"] = "3.10\n"
+    report = make(app_root, host).execute()
+    assert report.warnings == [".python-version asks for 3.10; the venv is built with 3.11.2"]
+    assert (app_root / "next").readlink() == release_dir(app_root)
+
+
+def test_a_uv_project_syncs_its_lock_as_the_build_user(app_root: Path) -> None:
+    host = FakeHost(app_root)
+    host.files = {"uv.lock": "version = 1\n", "pyproject.toml": FILES["pyproject.toml"]}
+    inspect = bm.Inspect(index_url="https://pypi.example/simple", extra_packages=[])
+    report = make(app_root, host, inspect=inspect).execute()
+
+    assert report.project["method"] == "uv" and report.record["install_source"] == "uv.lock"
+    sync = next(c for c in host.commands if "sync" in c.argv)
+    assert sync.account.user == "demo-build"
+    assert sync.argv[:4] == ["nice", "-n", "10", "/opt/djdeploy/tools/bin/uv"]
+    # The step's own variables on top of the build user's minimal environment.
+    assert sync.env["UV_PROJECT_ENVIRONMENT"] == report.venv
+    assert sync.env["UV_CACHE_DIR"] == f"{app_root}/shared/build-cache/uv"
+    assert sync.env["UV_DEFAULT_INDEX"] == "https://pypi.example/simple"
+    assert sync.env["HOME"] == str(app_root / "shared/build-cache")
+    assert sync.env["https_proxy"] == "http://proxy:3128"
+
+
+def test_check_mode_reads_the_project_when_the_mirror_holds_the_commit(app_root: Path) -> None:
+    host = FakeHost(app_root)
+    host.mirror.mkdir(parents=True)
+    (host.mirror / "HEAD").write_text("")
+    host.mirror_commits = {COMMIT}
+    before = snapshot(app_root)
+    plan = make(app_root, host).plan()
+
+    assert plan["changed"] and not plan["mirror_updated"]
+    venv = app_root / "venvs" / VENV_KEY
+    assert plan["plan"][0] == f"export {COMMIT} into {release_dir(app_root)} as demo-build"
+    assert plan["plan"][1] == (
+        f"build the venv {venv} as demo-build (2 install step(s), requirements)"
+    )
+    assert plan["venv"] == str(venv) and plan["project"]["method"] == "requirements"
+    assert {user for user, _ in host.calls} == {"deploy"} and host.chowns == []
+    assert snapshot(app_root) == before
+
+    host.files["pyproject.toml"] = '[project]\nrequires-python = "<3"\n'
+    with pytest.raises(bm.BuildError, match=r"^release: the project requires Python <3 "):
+        make(app_root, host).plan()
+    assert snapshot(app_root) == before
+
+
+def test_the_options_reach_the_project_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    def account(user: str, *, extra_groups: tuple[int, ...] | None = None) -> Any:
+        return bm.Account(user, DEPLOY_UID, user, DEPLOY_UID, f"/home/{user}", extra_groups or ())
+
+    monkeypatch.setattr(bm, "lookup_account", account)
+    monkeypatch.setattr(bm.grp, "getgrnam", lambda name: type("G", (), {"gr_gid": RUNTIME_GID}))
+    params = {
+        "app_root": "/srv/demo",
+        "release": RELEASE,
+        "commit": COMMIT,
+        "repo": "/srv/git/demo.git",
+        "ref": "main",
+        "mirror": None,
+        "mirror_only": False,
+        "deploy_user": "deploy",
+        "build_user": "demo-build",
+        "runtime_group": "demo",
+        "cache_dir": "/srv/demo/shared/build-cache",
+        "python": "/usr/bin/python3",
+        "method": "uv",
+        "requirements_file": "reqs/live.txt",
+        "knobs": {"python": "app_python"},
+        "tools_dir": "/opt/tools",
+        "extra_packages": ["gunicorn"],
+        "extra_args": ["--no-binary", ":all:"],
+        "index_url": "https://idx.example/simple",
+        "extra_index_urls": ["https://more.example/simple"],
+        "ca_bundle": "/etc/ca.pem",
+        "names": {"venv": ".v"},
+        "manage": MANAGE,
+        "collectstatic": True,
+        "check_deploy": True,
+        "check_script": "",
+        "check_accept": [],
+        "check_knob": "app_check_deploy_accept",
+        "pip_extra_knob": "app_pip_extra_packages",
+        "nice": 5,
+        "operator": "alice",
+    }
+    cfg = bm.config_from_params(params)
+    assert cfg.inspect == bm.Inspect(
+        method="uv",
+        requirements_file="reqs/live.txt",
+        knobs={"python": "app_python"},
+        tools_dir="/opt/tools",
+        extra_packages=["gunicorn"],
+        extra_args=["--no-binary", ":all:"],
+        index_url="https://idx.example/simple",
+        extra_index_urls=["https://more.example/simple"],
+        ca_bundle="/etc/ca.pem",
+    )
+    assert cfg.build.home == "/srv/demo/shared/build-cache"
+    assert cfg.names.venv == ".v"
+
+
 def test_check_mode_reports_and_changes_nothing(app_root: Path) -> None:
     host = FakeHost(app_root)
     before = snapshot(app_root)
@@ -469,7 +694,9 @@ def test_check_mode_reports_and_changes_nothing(app_root: Path) -> None:
 
     assert plan["changed"] and plan["mirror_updated"]
     assert plan["plan"][0] == f"clone /srv/git/demo.git into {host.mirror} as deploy"
-    assert any("build the venv" in line and "as demo-build" in line for line in plan["plan"])
+    # The project is read from the mirror, which does not hold the commit yet.
+    assert plan["plan"][1].startswith(f"read the project at {COMMIT} as deploy, then export")
+    assert "venv as demo-build" in plan["plan"][1]
     assert host.calls == [] and host.chowns == []
     assert snapshot(app_root) == before
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python
-"""The build of one release, in one module call: mirror, export, venv, static files, checks.
+"""The build of one release, in one module call: mirror, project, export, venv, static, checks.
 
 Runs as root and runs every command as the user it belongs to (``subprocess`` ``user=``,
 ``group=``, ``extra_groups=``; no sudo, no su), with a minimal environment for that user.
@@ -18,6 +18,10 @@ live release's code or venv, now or in a later build, and root never writes into
 while a process of the build user runs. Its installer caches (``cache_dir``, its HOME) are
 its own and can be poisoned, but only for later builds of the same app, which run as the same
 user anyway.
+
+The project is read at the commit before anything outside the mirror changes (how it installs,
+its Python requirement: ``module_utils/djdeploy_project_lib.py``), with git run as the deploy
+user, whose mirror it is (git refuses a repository of another user).
 """
 
 from __future__ import annotations
@@ -33,7 +37,14 @@ description:
     group. Commands get a minimal environment (HOME, USER, LOGNAME, PATH, LANG, the proxy
     variables of the module's own environment) plus their own variables.
   - Steps, in order, each timed. Mirror (clone I(repo) into I(mirror) when missing, update it
-    when it lacks I(commit), fail when the commit is still missing); export (root creates
+    when it lacks I(commit), fail when the commit is still missing); project (the project's
+    files are read at I(commit) from the mirror with C(git show) as I(deploy_user), and its
+    install is decided in this order unless I(method) forces one, C(uv.lock), C(poetry.lock),
+    a requirements file, C(pyproject.toml) with a C([build-system]) or C([project]
+    dependencies); C(requires-python) (or Poetry's C(python) dependency) and
+    C(.python-version) are checked against the version of I(python), run as I(deploy_user);
+    a failure here fails with the cause and the ways out and has changed nothing outside the
+    mirror: no release directory, no venv, no process killed); export (root creates
     C(releases/<release>) for the build user, C(git archive) as the deploy user piped into
     C(tar -x) as the build user under umask 026, the C(.building) marker); venv (reuse the
     project's venv when it holds C(.djdeploy-complete), else create it with C(python -m venv)
@@ -44,10 +55,10 @@ description:
     I(check_script), with I(check_accept) silenced); seal (the release and its static files are
     handed to the deploy user); record (the release record, the marker dropped, C(next) pointed
     at the release).
-  - Any failure removes the release directory and its static directory and fails with the cause
-    and the last lines of the command's output; the live release is never touched.
-  - With I(mirror_only), only the mirror step runs (the project preflight reads the mirror
-    before the build).
+  - Any failure after the project step removes the release directory and its static directory
+    and fails with the cause and the last lines of the command's output; the live release is
+    never touched.
+  - With I(mirror_only), only the mirror step runs.
 options:
   app_root:
     description: The app's root (C(releases/), C(venvs/), C(static/), C(next) below it).
@@ -89,18 +100,59 @@ options:
       the release and the venv). Required unless I(mirror_only).
     type: str
   cache_dir:
-    description: The build user's HOME and its installers' cache root (writable by it only).
+    description: The build user's HOME and its installers' cache root (C(pip/), C(uv/),
+      C(poetry/) below it; writable by it only). Required unless I(mirror_only).
     type: path
   python:
-    description: Interpreter the venv is created from.
+    description: Interpreter the venv is created from (its version is checked against the
+      project's).
     type: path
     default: /usr/bin/python3
-  project:
+  method:
+    description: How the dependencies install; C(auto) detects, the others force a method (its
+      file must exist).
+    type: str
+    default: auto
+    choices: [auto, uv, poetry, requirements, pyproject]
+  requirements_file:
     description:
-      - The result of C(djdeploy_project) for this commit; the keys read are C(venv), C(steps),
-        C(method), C(source), C(requires_python) and C(python_version). Required unless
-        I(mirror_only).
+      - Requirements file relative to the repository root; empty tries C(requirements.txt),
+        C(requirements/production.txt), C(requirements/prod.txt), C(requirements/base.txt).
+    type: str
+    default: ""
+  knobs:
+    description: Inventory variable names to cite in the project's error messages (keys
+      C(method), C(requirements), C(python)).
     type: dict
+    default: {}
+  tools_dir:
+    description: Venv holding uv and poetry (C(bin/uv), C(bin/poetry)).
+    type: path
+    default: /opt/djdeploy/tools
+  extra_packages:
+    description: Packages installed after the project's own (e.g. gunicorn).
+    type: list
+    elements: str
+    default: []
+  extra_args:
+    description: Extra pip arguments (requirements and pyproject methods).
+    type: list
+    elements: str
+    default: []
+  index_url:
+    description: Package index for uv (pip reads /etc/pip.conf; Poetry uses the project's own
+      sources); empty is PyPI.
+    type: str
+    default: ""
+  extra_index_urls:
+    description: Further indexes for uv.
+    type: list
+    elements: str
+    default: []
+  ca_bundle:
+    description: CA bundle the installers verify TLS with.
+    type: path
+    default: /etc/ssl/certs/ca-certificates.crt
   names:
     description: Names inside a release directory (keys C(venv), C(static), C(env), C(record)).
     type: dict
@@ -133,7 +185,7 @@ options:
     type: str
     default: release_pip_extra_packages
   nice:
-    description: Niceness of collectstatic and the deploy check (the install steps carry theirs).
+    description: Niceness of the install steps, collectstatic and the deploy check.
     type: int
     default: 10
   operator:
@@ -160,7 +212,8 @@ EXAMPLES = r"""
     build_user: demo-build
     runtime_group: demo
     cache_dir: /srv/demo/shared/build-cache
-    project: "{{ project }}"
+    python: /usr/bin/python3
+    extra_packages: [gunicorn]
     names: {venv: .djdeploy-venv, static: .djdeploy-static, env: .djdeploy.env,
             record: .djdeploy-release.json}
     manage: /usr/local/bin/demo-manage
@@ -185,6 +238,11 @@ mirror_updated:
   description: Whether the mirror was cloned or updated.
   returned: always
   type: bool
+project:
+  description: What the project step found (method, source, digest, build_system, hashes,
+    dependencies, requires_python, python_version) and the venv of these inputs.
+  returned: once the project was read (not with mirror_only)
+  type: dict
 record:
   description: The release record as written (id, commit, ref, repo, venv, built_at, built_by,
     install_method, install_source, requires_python, python_version, check_accepted).
@@ -200,7 +258,8 @@ steps:
   returned: always
   type: list
   elements: dict
-  sample: [{step: mirror, seconds: 0.02}, {step: export, seconds: 0.31}]
+  sample: [{step: mirror, seconds: 0.02}, {step: project, seconds: 0.05},
+           {step: export, seconds: 0.31}]
 seconds:
   description: Seconds the whole call took.
   returned: always
@@ -220,12 +279,33 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from contextlib import contextmanager, suppress  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import asdict, dataclass, field  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, NoReturn  # noqa: E402
+from typing import TYPE_CHECKING, Any, NoReturn  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+
+if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
+    from djdeploy_project_lib import (
+        InstallOptions,
+        ProjectError,
+        git_reader,
+        inspect_project,
+        install_steps,
+        interpreter_version,
+        venv_path,
+    )
+else:  # Ansible ships the role's module_utils with its modules
+    from ansible.module_utils.djdeploy_project_lib import (
+        InstallOptions,
+        ProjectError,
+        git_reader,
+        inspect_project,
+        install_steps,
+        interpreter_version,
+        venv_path,
+    )
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
 # Passed on from the module's environment (a play's `environment:` reaches the installers).
@@ -455,8 +535,23 @@ class Names:
 
 
 @dataclass
+class Inspect:
+    """How the project step reads the project and installs it (the operator's settings)."""
+
+    method: str = "auto"
+    requirements_file: str = ""
+    knobs: dict[str, str] = field(default_factory=dict)
+    tools_dir: str = "/opt/djdeploy/tools"
+    extra_packages: list[str] = field(default_factory=list)
+    extra_args: list[str] = field(default_factory=list)
+    index_url: str = ""
+    extra_index_urls: list[str] = field(default_factory=list)
+    ca_bundle: str = "/etc/ssl/certs/ca-certificates.crt"
+
+
+@dataclass
 class Project:
-    """What djdeploy_project decided for this commit."""
+    """What the project step decided for this commit (the venv and its install steps)."""
 
     venv: str
     steps: list[dict[str, Any]]
@@ -479,7 +574,7 @@ class Config:
     mirror: Path | None = None
     build: Account | None = None
     runtime_gid: int = -1
-    project: Project | None = None
+    inspect: Inspect = field(default_factory=Inspect)
     names: Names = field(default_factory=Names)
     python: str = "/usr/bin/python3"
     manage: str = ""
@@ -515,10 +610,13 @@ class Report:
     venv: str = ""
     venv_reused: bool = False
     mirror_updated: bool = False
+    project: dict[str, Any] = field(default_factory=dict)
     record: dict[str, Any] = field(default_factory=dict)
     steps: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     changed: bool = False
+    # The project step's warnings (a .python-version the interpreter does not match).
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -528,6 +626,8 @@ class Report:
             "seconds": round(self.seconds, 3),
             "changed": self.changed,
         }
+        if self.project:
+            data["project"] = self.project
         if self.venv:
             data.update(venv=self.venv, venv_reused=self.venv_reused)
         if self.record:
@@ -561,6 +661,8 @@ class Builder:
         self._wrote_release = False
         # The venv this run creates, until it is complete (removed when the build fails).
         self._new_venv: Path | None = None
+        # Set by the project step.
+        self._project: Project | None = None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -572,9 +674,9 @@ class Builder:
 
     @property
     def project(self) -> Project:
-        if self.cfg.project is None:
-            raise ValueError("project is required to build")
-        return self.cfg.project
+        if self._project is None:
+            raise ValueError("the project step runs before the build")
+        return self._project
 
     @property
     def venv(self) -> Path:
@@ -600,10 +702,13 @@ class Builder:
             **(extra or {}),
         }
 
-    def _git(self, *args: str) -> tuple[int, str, str]:
+    def _as_deploy(self, argv: list[str]) -> tuple[int, str, str]:
+        """Run a command as the deploy user (git on its mirror, the interpreter's version)."""
         deploy = self.cfg.deploy
-        argv = ["git", "--git-dir", str(self.cfg.mirror_dir), *args]
         return self.run(Command(argv, deploy, self._env(deploy, GIT_ENV), str(self.cfg.app_root)))
+
+    def _git(self, *args: str) -> tuple[int, str, str]:
+        return self._as_deploy(["git", "--git-dir", str(self.cfg.mirror_dir), *args])
 
     def _has_commit(self) -> bool:
         return self._git("cat-file", "-e", f"{self.cfg.commit}^{{commit}}")[0] == 0
@@ -701,7 +806,7 @@ class Builder:
     # -- the steps -------------------------------------------------------------------------
 
     def prepare_mirror(self) -> Report:
-        """Only the mirror step (before the project preflight, which reads the mirror)."""
+        """Only the mirror step (mirror_only)."""
         started = self.clock()
         try:
             self._mirror()
@@ -744,12 +849,20 @@ class Builder:
                 )
 
     def execute(self) -> Report:
-        """Run every step; on failure remove the release and raise BuildError."""
+        """Run every step and raise BuildError on failure: before the build (mirror, project)
+        nothing outside the mirror has changed; a failed build removes the release."""
         started = self.clock()
         try:
             try:
-                self._reap()  # leftovers of a build that died
                 self._mirror()
+                self.report.changed = self.report.mirror_updated
+                self._inspect()
+            except ProjectError as exc:
+                raise BuildError(f"release: {exc}") from exc
+            except Exception as exc:
+                raise self._failed(str(exc) or repr(exc)) from exc
+            try:
+                self._reap()  # leftovers of a build that died
                 self._build()
             except BuildError:
                 self._remove_release()
@@ -761,6 +874,46 @@ class Builder:
             self.report.seconds = self.clock() - started
         self.report.changed = True
         return self.report
+
+    def _inspect(self) -> None:
+        """The project step: read the project at the commit (git as the deploy user, from its
+        mirror), check the interpreter against it and decide its venv and install steps.
+        Reads only; a ProjectError says why the project cannot be built here."""
+        cfg, settings = self.cfg, self.cfg.inspect
+        with self._step("project"):
+            reader = git_reader(self._as_deploy, str(cfg.mirror_dir), cfg.commit)
+            found = inspect_project(
+                reader,
+                interpreter_version(self._as_deploy, cfg.python),
+                python=cfg.python,
+                method=settings.method,
+                requirements_file=settings.requirements_file,
+                knobs=settings.knobs,
+            )
+            options = InstallOptions(
+                venvs_dir=str(cfg.app_root / "venvs"),
+                release_dir=str(cfg.release_dir),
+                tools_dir=settings.tools_dir,
+                cache_dir=self.build.home,
+                extra_packages=list(settings.extra_packages),
+                extra_args=list(settings.extra_args),
+                index_url=settings.index_url,
+                extra_index_urls=list(settings.extra_index_urls),
+                ca_bundle=settings.ca_bundle,
+                nice=cfg.nice,
+            )
+            venv = venv_path(found, options)
+            self._project = Project(
+                venv=venv,
+                steps=install_steps(found, options),
+                method=found.method,
+                source=found.source,
+                requires_python=found.requires_python,
+                python_version=found.python_version,
+            )
+            details = asdict(found)
+            self.report.warnings = list(details.pop("warnings"))
+            self.report.project = {**details, "venv": venv}
 
     def _build(self) -> None:
         cfg = self.cfg
@@ -912,12 +1065,27 @@ class Builder:
             plan.append(f"clone {cfg.repo} into {cfg.mirror_dir} as {cfg.deploy.user}")
         elif not self._has_commit():
             plan.append(f"update the mirror {cfg.mirror_dir} as {cfg.deploy.user}")
-        data = self.report.as_dict()
-        data["mirror_updated"] = bool(plan)
         if mirror_only:
-            data.update(plan=plan, changed=bool(plan))
+            data = self.report.as_dict()
+            data.update(plan=plan, mirror_updated=bool(plan), changed=bool(plan))
             return data
         build = self.build.user
+        if plan:
+            # The project is read from the mirror, which does not hold the commit yet.
+            plan.append(
+                f"read the project at {cfg.commit} as {cfg.deploy.user}, then export it into"
+                f" {cfg.release_dir}, build or reuse its venv as {build}, collect static files,"
+                " check and record the release"
+            )
+            data = self.report.as_dict()
+            data.update(plan=plan, mirror_updated=True, changed=True)
+            return data
+        try:
+            self._inspect()
+        except ProjectError as exc:
+            raise BuildError(f"release: {exc}") from exc
+        data = self.report.as_dict()
+        data["mirror_updated"] = False
         plan.append(f"export {cfg.commit} into {cfg.release_dir} as {build}")
         if (self.venv / COMPLETE).is_file():
             plan.append(f"reuse the venv {self.venv}")
@@ -986,7 +1154,7 @@ def config_from_params(p: dict[str, Any]) -> Config:
         return cfg
     missing = [
         name
-        for name in ("build_user", "runtime_group", "cache_dir", "project", "names", "manage")
+        for name in ("build_user", "runtime_group", "cache_dir", "names", "manage")
         if not p[name]
     ]
     if missing:
@@ -996,10 +1164,6 @@ def config_from_params(p: dict[str, Any]) -> Config:
     except KeyError as exc:
         raise LookupError(f"the group {p['runtime_group']} does not exist on this host") from exc
     build = lookup_account(p["build_user"], extra_groups=(runtime_gid,))
-    project = p["project"]
-    lacking = [key for key in ("venv", "steps", "method", "source") if key not in project]
-    if lacking:
-        raise LookupError(f"project lacks {', '.join(lacking)} (pass djdeploy_project's result)")
     cfg.build = Account(
         user=build.user,
         uid=build.uid,
@@ -1009,13 +1173,8 @@ def config_from_params(p: dict[str, Any]) -> Config:
         extra_groups=build.extra_groups,
     )
     cfg.runtime_gid = runtime_gid
-    cfg.project = Project(
-        venv=project["venv"],
-        steps=list(project["steps"]),
-        method=project["method"],
-        source=project["source"],
-        requires_python=project.get("requires_python") or "",
-        python_version=project.get("python_version") or "",
+    cfg.inspect = Inspect(
+        **{name: p[name] for name in Inspect.__dataclass_fields__},
     )
     names = p["names"]
     cfg.names = Names(
@@ -1039,7 +1198,19 @@ def main() -> None:
             "runtime_group": {"type": "str"},
             "cache_dir": {"type": "path"},
             "python": {"type": "path", "default": "/usr/bin/python3"},
-            "project": {"type": "dict"},
+            "method": {
+                "type": "str",
+                "default": "auto",
+                "choices": ["auto", "uv", "poetry", "requirements", "pyproject"],
+            },
+            "requirements_file": {"type": "str", "default": ""},
+            "knobs": {"type": "dict", "default": {}},
+            "tools_dir": {"type": "path", "default": "/opt/djdeploy/tools"},
+            "extra_packages": {"type": "list", "elements": "str", "default": []},
+            "extra_args": {"type": "list", "elements": "str", "default": []},
+            "index_url": {"type": "str", "default": ""},
+            "extra_index_urls": {"type": "list", "elements": "str", "default": []},
+            "ca_bundle": {"type": "path", "default": "/etc/ssl/certs/ca-certificates.crt"},
             "names": {"type": "dict"},
             "manage": {"type": "path"},
             "collectstatic": {"type": "bool", "default": True},
@@ -1061,16 +1232,25 @@ def main() -> None:
     mirror_only = module.params["mirror_only"]
     try:
         if module.check_mode:
-            module.exit_json(**builder.plan(mirror_only=mirror_only))
+            plan = builder.plan(mirror_only=mirror_only)
+            _warn(module, builder.report)
+            module.exit_json(**plan)
         report = builder.prepare_mirror() if mirror_only else builder.execute()
     except BuildError as exc:
+        _warn(module, builder.report)
         module.fail_json(msg=exc.msg, **builder.report.as_dict())
     except Exception as exc:  # a crash outside execute(): report it, with what was done
         module.fail_json(
             msg=f"release: building {cfg.release} failed unexpectedly: {exc!r}",
             **builder.report.as_dict(),
         )
+    _warn(module, report)
     module.exit_json(**report.as_dict())
+
+
+def _warn(module: AnsibleModule, report: Report) -> None:
+    for warning in report.warnings:
+        module.warn(warning)
 
 
 if __name__ == "__main__":

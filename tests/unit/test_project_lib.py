@@ -1,29 +1,18 @@
-"""Unit tests of roles/release/library/djdeploy_project.py (no git, no host)."""
+"""Unit tests of roles/release/module_utils/djdeploy_project_lib.py (no git, no host).
+
+The build module (library/djdeploy_build.py) runs it as its project step; tests of that step
+in the build are in test_build_module.py.
+"""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from .loader import load
 
-
-def _load() -> ModuleType:
-    path = ROOT / "roles" / "release" / "library" / "djdeploy_project.py"
-    spec = importlib.util.spec_from_file_location("djdeploy_project", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["djdeploy_project"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-project = _load()
+project = load("roles/release/module_utils/djdeploy_project_lib.py")
 
 UV_PYPROJECT = """
 [project]
@@ -257,3 +246,47 @@ def test_the_venv_is_keyed_by_its_inputs() -> None:
     assert project.venv_path(found, options(extra_packages=[])) != same
     newer = project.inspect_project(reader(base), "3.13.1")
     assert project.venv_path(newer, options()) != same
+
+
+def test_the_git_reader_shows_each_path_of_the_commit_once() -> None:
+    calls: list[list[str]] = []
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        calls.append(argv)
+        if argv[-1] == "c0ffee:uv.lock":
+            return 0, "version = 1\n", ""
+        return 128, "", "fatal: path 'x' does not exist in 'c0ffee'"
+
+    read = project.git_reader(run, "/srv/a/shared/cache/repo.git", "c0ffee")
+    assert read("uv.lock") == "version = 1\n"
+    assert read("uv.lock") == "version = 1\n"
+    assert read("poetry.lock") is None
+    assert read("poetry.lock") is None
+    assert calls == [
+        ["git", "--git-dir", "/srv/a/shared/cache/repo.git", "show", "c0ffee:uv.lock"],
+        ["git", "--git-dir", "/srv/a/shared/cache/repo.git", "show", "c0ffee:poetry.lock"],
+    ]
+
+
+def test_the_interpreter_version_comes_from_the_interpreter() -> None:
+    seen: list[list[str]] = []
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        seen.append(argv)
+        return 0, "3.11.2\n", ""
+
+    assert project.interpreter_version(run, "/usr/bin/python3") == "3.11.2"
+    assert seen == [["/usr/bin/python3", "-c", "import platform; print(platform.python_version())"]]
+
+
+def test_an_interpreter_that_cannot_run_is_a_project_error() -> None:
+    with pytest.raises(project.ProjectError, match="cannot run the interpreter /opt/py: boom"):
+        project.interpreter_version(lambda argv: (1, "", "boom\n"), "/opt/py")
+
+    def missing(argv: list[str]) -> tuple[int, str, str]:
+        raise FileNotFoundError(2, "No such file or directory", argv[0])
+
+    with pytest.raises(
+        project.ProjectError, match=r"cannot run the interpreter /opt/py: .*No such"
+    ):
+        project.interpreter_version(missing, "/opt/py")

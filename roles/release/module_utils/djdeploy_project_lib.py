@@ -1,13 +1,17 @@
-#!/usr/bin/python
-"""Ansible module: inspect a Django project at a commit before it is built.
+"""Inspect a Django project at a commit before it is built (module_utils of the release role).
 
 Reads the files a project ships (uv.lock, poetry.lock, requirements files, pyproject.toml,
 .python-version) straight from the git mirror at the release's commit, picks how its
-dependencies are installed, and checks the host's interpreter against the project's
-``requires-python`` before anything is exported, installed or switched.
+dependencies are installed, checks the host's interpreter against the project's
+``requires-python`` and returns the install commands, before anything is exported, installed or
+switched. ``library/djdeploy_build.py`` runs it between the mirror and the export (imported as
+``ansible.module_utils.djdeploy_project_lib``; Ansible ships a role's module_utils with its
+modules).
 
-The logic lives in plain functions (``inspect_project``, ``satisfies``...) that take a file
-reader, so unit tests run them without git, Ansible or a host.
+Plain functions (``inspect_project``, ``satisfies``, ``install_steps``...) that take a file
+reader, and readers that run their commands through a runner the caller passes (the build
+module runs git as the deploy user, who owns the mirror), so unit tests run them without git,
+Ansible or a host. Standard library only.
 """
 
 from __future__ import annotations
@@ -15,152 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import subprocess
 import tomllib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
-
-DOCUMENTATION = r"""
----
-module: djdeploy_project
-short_description: Choose how a Django project installs and check its Python version
-description:
-  - Reads the project's own files at one commit of a git repository (no checkout) and decides
-    how its dependencies are installed, in this order unless I(method) says otherwise
-    C(uv.lock) (uv), C(poetry.lock) (Poetry), a requirements file, C(pyproject.toml) with a
-    C([build-system]) or with C([project] dependencies) (pip).
-  - Reads C(requires-python) (C([project]) or Poetry's C(python) dependency) and
-    C(.python-version), and fails with both versions and the ways out when the interpreter
-    cannot run the project.
-  - Changes nothing; runs in check mode too.
-options:
-  git_dir:
-    description: The bare repository (mirror) that holds the commit.
-    type: path
-    required: true
-  commit:
-    description: The commit to inspect.
-    type: str
-    required: true
-  python:
-    description: Interpreter the release's venv is built from (its version is checked).
-    type: path
-    required: true
-  method:
-    description: C(auto) detects; the others force a method (its file must exist).
-    type: str
-    default: auto
-    choices: [auto, uv, poetry, requirements, pyproject]
-  requirements_file:
-    description:
-      - Requirements file relative to the repository root; empty tries C(requirements.txt),
-        C(requirements/production.txt), C(requirements/prod.txt), C(requirements/base.txt).
-    type: str
-    default: ""
-  knobs:
-    description: Inventory variable names to cite in error messages (method, requirements, python).
-    type: dict
-    default: {}
-  venvs_dir:
-    description: Directory of the venvs; the returned I(venv) is a directory in it named by the
-      install's inputs (lock or requirements, interpreter, extra packages and arguments).
-    type: path
-    default: ""
-  release_dir:
-    description: The release directory the install steps run in (the returned I(steps)).
-    type: path
-    default: ""
-  tools_dir:
-    description: Venv holding uv and poetry (C(bin/uv), C(bin/poetry)).
-    type: path
-    default: /opt/djdeploy/tools
-  cache_dir:
-    description: Cache root of the installers (C(pip/), C(uv/), C(poetry/) below it).
-    type: path
-    default: ""
-  extra_packages:
-    description: Packages installed after the project's own (e.g. gunicorn).
-    type: list
-    elements: str
-    default: []
-  extra_args:
-    description: Extra pip arguments (requirements and pyproject methods).
-    type: list
-    elements: str
-    default: []
-  index_url:
-    description: Package index for uv (pip reads /etc/pip.conf; Poetry uses the project's own
-      sources); empty is PyPI.
-    type: str
-    default: ""
-  extra_index_urls:
-    description: Further indexes for uv.
-    type: list
-    elements: str
-    default: []
-  ca_bundle:
-    description: CA bundle the installers verify TLS with.
-    type: path
-    default: /etc/ssl/certs/ca-certificates.crt
-  nice:
-    description: Niceness of the install steps.
-    type: int
-    default: 10
-author: djdeploy
-"""
-
-EXAMPLES = r"""
-- name: Inspect the project at the release's commit
-  djdeploy_project:
-    git_dir: /srv/demo/shared/cache/repo.git
-    commit: 0123456789abcdef0123456789abcdef01234567
-    python: /usr/bin/python3
-  register: project
-"""
-
-RETURN = r"""
-method:
-  description: How the dependencies are installed (uv, poetry, requirements, pyproject).
-  type: str
-  returned: success
-source:
-  description: The file that decides the versions (uv.lock, poetry.lock, requirements.txt...).
-  type: str
-  returned: success
-digest:
-  description: sha256 over every file that decides what the venv holds (keys venv reuse).
-  type: str
-  returned: success
-build_system:
-  description: Whether pyproject.toml declares a [build-system] (the project itself installs).
-  type: bool
-  returned: success
-hashes:
-  description: Whether the requirements file pins hashes (pip then checks every download).
-  type: bool
-  returned: success
-dependencies:
-  description: "[project] dependencies, installed by pip in pyproject mode without a build-system."
-  type: list
-  returned: success
-requires_python:
-  description: The project's Python requirement and where it came from.
-  type: str
-  returned: success
-python_version:
-  description: Version of the interpreter that was checked.
-  type: str
-  returned: success
-venv:
-  description: The venv for these inputs (reused by every release with the same inputs).
-  type: str
-  returned: when venvs_dir is set
-steps:
-  description: The install commands, in order (argv and environment), run as the build user.
-  type: list
-  returned: when venvs_dir is set
-"""
 
 REQUIREMENTS_CANDIDATES = (
     "requirements.txt",
@@ -523,88 +385,33 @@ def install_steps(project: Project, options: InstallOptions) -> list[dict[str, A
     return steps
 
 
-# --- Ansible glue -----------------------------------------------------------------------
+# --- Reading the commit -------------------------------------------------------------------
+
+# run(argv) -> (rc, stdout, stderr): the caller decides who runs the command, and where.
+Run = Callable[[list[str]], tuple[int, str, str]]
 
 
-def git_reader(git_dir: str, commit: str) -> Reader:
-    """Read files of one commit from a bare repository (None when the file is absent)."""
+def git_reader(run: Run, git_dir: str, commit: str) -> Reader:
+    """Read files of one commit from a bare repository (None when the file is absent).
+
+    Each path is read once (the inspection reads pyproject.toml several times)."""
+    seen: dict[str, str | None] = {}
 
     def read(path: str) -> str | None:
-        proc = subprocess.run(
-            ["git", "--git-dir", git_dir, "show", f"{commit}:{path}"],
-            capture_output=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            return None
-        return proc.stdout.decode("utf-8", errors="replace")
+        if path not in seen:
+            rc, out, _ = run(["git", "--git-dir", git_dir, "show", f"{commit}:{path}"])
+            seen[path] = out if rc == 0 else None
+        return seen[path]
 
     return read
 
 
-def interpreter_version(python: str) -> str:
-    proc = subprocess.run(
-        [python, "-c", "import platform; print(platform.python_version())"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise ProjectError(f"cannot run the interpreter {python}: {proc.stderr.strip()}")
-    return proc.stdout.strip()
-
-
-def main() -> None:  # pragma: no cover - exercised by Molecule
-    from ansible.module_utils.basic import AnsibleModule
-
-    module = AnsibleModule(
-        argument_spec={
-            "git_dir": {"type": "path", "required": True},
-            "commit": {"type": "str", "required": True},
-            "python": {"type": "path", "required": True},
-            "method": {
-                "type": "str",
-                "default": "auto",
-                "choices": ["auto", "uv", "poetry", "requirements", "pyproject"],
-            },
-            "requirements_file": {"type": "str", "default": ""},
-            "knobs": {"type": "dict", "default": {}},
-            "venvs_dir": {"type": "path", "default": ""},
-            "release_dir": {"type": "path", "default": ""},
-            "tools_dir": {"type": "path", "default": "/opt/djdeploy/tools"},
-            "cache_dir": {"type": "path", "default": ""},
-            "extra_packages": {"type": "list", "elements": "str", "default": []},
-            "extra_args": {"type": "list", "elements": "str", "default": []},
-            "index_url": {"type": "str", "default": ""},
-            "extra_index_urls": {"type": "list", "elements": "str", "default": []},
-            "ca_bundle": {"type": "path", "default": "/etc/ssl/certs/ca-certificates.crt"},
-            "nice": {"type": "int", "default": 10},
-        },
-        supports_check_mode=True,
-    )
-    params = module.params
+def interpreter_version(run: Run, python: str) -> str:
+    """The version of an interpreter (ProjectError when it cannot run)."""
     try:
-        project = inspect_project(
-            git_reader(params["git_dir"], params["commit"]),
-            interpreter_version(params["python"]),
-            python=params["python"],
-            method=params["method"],
-            requirements_file=params["requirements_file"],
-            knobs=params["knobs"],
-        )
-    except ProjectError as error:
-        module.fail_json(msg=f"release: {error}")
-    for warning in project.warnings:
-        module.warn(warning)
-    result: dict[str, Any] = asdict(project)
-    if params["venvs_dir"]:
-        options = InstallOptions(
-            **{name: params[name] for name in InstallOptions.__dataclass_fields__}
-        )
-        result["venv"] = venv_path(project, options)
-        result["steps"] = install_steps(project, options)
-    module.exit_json(changed=False, **result)
-
-
-if __name__ == "__main__":
-    main()
+        rc, out, err = run([python, "-c", "import platform; print(platform.python_version())"])
+    except OSError as error:
+        raise ProjectError(f"cannot run the interpreter {python}: {error}") from error
+    if rc != 0:
+        raise ProjectError(f"cannot run the interpreter {python}: {err.strip()}")
+    return out.strip()
