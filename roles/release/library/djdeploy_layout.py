@@ -45,6 +45,9 @@ options:
     description: The build user's shell.
     type: path
     default: /usr/sbin/nologin
+  root:
+    description: The directory that relative paths of I(directories) are in (the app root).
+    type: path
   directories:
     description: Directories to create or correct, in order (parents first).
     type: list
@@ -52,8 +55,10 @@ options:
     default: []
     suboptions:
       path:
-        description: Absolute path of the directory.
-        type: path
+        description: >-
+          Path of the directory, relative to I(root) (the empty string is I(root) itself) or
+          absolute.
+        type: str
         required: true
       owner:
         description: Owner (name or uid).
@@ -144,9 +149,10 @@ EXAMPLES = r"""
     build_user: demo-build
     build_home: /srv/demo/shared/build-cache
     build_groups: [demo]
+    root: /srv/demo
     directories:
-      - {path: /srv/demo, owner: deploy, group: deploy, mode: "0755"}
-      - {path: /srv/demo/releases, owner: deploy, group: demo, mode: "2751"}
+      - {path: "", owner: deploy, group: deploy, mode: "0755"}
+      - {path: releases, owner: deploy, group: demo, mode: "2751"}
     absent: [/srv/demo/shared/cache/pip]
     releases_dir: /srv/demo/releases
     link_names:
@@ -168,7 +174,10 @@ changes:
   returned: always
   type: list
   elements: str
-  sample: ["group demo-build created", "created /srv/demo/releases", "wrote /srv/demo/shared/.env (content)"]
+  sample:
+    - group demo-build created
+    - created /srv/demo/releases (deploy:demo 2751)
+    - wrote /srv/demo/shared/.env (content)
 config_changed:
   description: Whether a file marked C(config) changed (or would change).
   returned: always
@@ -265,7 +274,7 @@ class LayoutError(Exception):
     """The layout cannot be made; the message says what and where (never a file's content)."""
 
 
-def parse_mode(text: str, where: str) -> int:
+def parse_mode(text: str, where: Path | str) -> int:
     try:
         mode = int(text, 8)
     except ValueError:
@@ -316,6 +325,15 @@ class Config:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Config:
+        root = params.get("root")
+
+        def directory(path: str) -> Path:
+            if Path(path).is_absolute():
+                return Path(path)
+            if not root:
+                raise LayoutError(f"release: the directory {path!r} is relative: give root")
+            return Path(root, path) if path else Path(root)
+
         return cls(
             build_user=params["build_user"],
             build_home=params["build_home"],
@@ -323,7 +341,10 @@ class Config:
             build_shell=params.get("build_shell") or "/usr/sbin/nologin",
             directories=[
                 Directory(
-                    Path(d["path"]), d["owner"], d["group"], parse_mode(d["mode"], d["path"])
+                    directory(d["path"]),
+                    d["owner"],
+                    d["group"],
+                    parse_mode(d["mode"], directory(d["path"])),
                 )
                 for d in params.get("directories") or []
             ],
@@ -449,8 +470,13 @@ class Layout:
         if own_group is None or user.gid != own_group.gid:
             flags += ["-g", name]
             what.append(f"primary group {name}")
+        # Supplementary: the groups that list the user, except its primary group (by name
+        # when the primary group is right already, else by gid, as the user module does).
+        by_name = own_group is not None and user.gid == own_group.gid
         current = sorted(
-            g.name for g in self.accounts.groups() if name in g.members and g.gid != user.gid
+            g.name
+            for g in self.accounts.groups()
+            if name in g.members and not (g.name == name if by_name else g.gid == user.gid)
         )
         if set(current) != set(cfg.build_groups):
             flags += ["-G", ",".join(cfg.build_groups)]
@@ -497,9 +523,7 @@ class Layout:
                 path.chmod(d.mode)
                 return
             if ids is None or (info.st_uid, info.st_gid) != ids:
-                self._changed(
-                    f"chown {d.owner}:{d.group} {path} (was {info.st_uid}:{info.st_gid})"
-                )
+                self._changed(f"chown {d.owner}:{d.group} {path} (was {info.st_uid}:{info.st_gid})")
                 if not self.check_mode:
                     assert ids is not None
                     self.chown(str(path), *ids)
@@ -565,11 +589,12 @@ class Layout:
                 if user is None:
                     raise LayoutError(f"release: cannot link {new}: no user named {owner}")
                 try:
-                    target = os.readlink(old)
-                    new.symlink_to(target)
+                    new.symlink_to(old.readlink())
                     # As the owner would have made it: the directory's group when setgid.
                     setgid = release.stat().st_mode & stat.S_ISGID
-                    self.chown(str(new), user.uid, -1 if setgid else user.gid, follow_symlinks=False)
+                    self.chown(
+                        str(new), user.uid, -1 if setgid else user.gid, follow_symlinks=False
+                    )
                 except OSError as exc:
                     raise LayoutError(f"release: cannot link {new}: {exc}") from exc
 
@@ -628,7 +653,7 @@ class Layout:
                 info = os.fstat(out.fileno())
                 if (info.st_uid, info.st_gid) != ids:
                     self.chown(out.fileno(), *ids)
-                os.chmod(out.fileno(), f.mode)
+                os.fchmod(out.fileno(), f.mode)
                 os.fsync(out.fileno())
             Path(temporary).replace(f.path)
         except OSError as exc:
@@ -654,12 +679,13 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "build_home": {"type": "path", "required": True},
     "build_groups": {"type": "list", "elements": "str", "default": []},
     "build_shell": {"type": "path", "default": "/usr/sbin/nologin"},
+    "root": {"type": "path"},
     "directories": {
         "type": "list",
         "elements": "dict",
         "default": [],
         "options": {
-            "path": {"type": "path", "required": True},
+            "path": {"type": "str", "required": True},
             "owner": {"type": "str", "required": True},
             "group": {"type": "str", "required": True},
             "mode": {"type": "str", "required": True},
