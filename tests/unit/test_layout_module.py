@@ -277,7 +277,7 @@ def test_a_missing_runtime_group_fails_clearly(host: Host) -> None:
     del host.accounts.group_entries["demo"]
     with pytest.raises(lay.LayoutError, match=r"needs the group\(s\) demo, which do not exist"):
         host.layout()
-    assert ["useradd"] not in [c[:1] for c in host.runner.calls]
+    assert host.runner.calls == []  # failed before any change
 
 
 def test_a_failing_command_fails_with_its_message(host: Host) -> None:
@@ -286,8 +286,9 @@ def test_a_failing_command_fails_with_its_message(host: Host) -> None:
         host.layout()
     assert "useradd -g demo-build" in str(raised.value)
     assert "(rc 9): useradd: cannot lock /etc/passwd" in str(raised.value)
-    # Nothing after the user was attempted.
+    # Nothing after the user was attempted; the group was made, the user was not.
     assert not (host.root / "releases").exists()
+    assert host.runner.calls[0] == ["groupadd", "-r", "demo-build"]
 
 
 # 2. The app tree -----------------------------------------------------------------------

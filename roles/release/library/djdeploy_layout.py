@@ -411,13 +411,12 @@ class Layout:
         self.changes.append(what)
 
     def _command(self, argv: list[str], what: str) -> None:
+        if not self.check_mode:
+            rc, out, err = self.run(argv)
+            if rc != 0:
+                detail = (err or out).strip() or "no output"
+                raise LayoutError(f"release: {' '.join(argv)} failed (rc {rc}): {detail}")
         self._changed(what)
-        if self.check_mode:
-            return
-        rc, out, err = self.run(argv)
-        if rc != 0:
-            detail = (err or out).strip() or "no output"
-            raise LayoutError(f"release: {' '.join(argv)} failed (rc {rc}): {detail}")
 
     def _uid(self, owner: str) -> int | None:
         if owner.isdigit():
@@ -447,16 +446,16 @@ class Layout:
     def ensure_build_user(self) -> None:
         cfg = self.cfg
         name = cfg.build_user
-        own_group = self.accounts.group(name)
-        if own_group is None:
-            self._command(["groupadd", "-r", name], f"group {name} created")
-            own_group = self.accounts.group(name)
         missing = [g for g in cfg.build_groups if self.accounts.group(g) is None]
         if missing:
             raise LayoutError(
                 f"release: the build user {name} needs the group(s) {', '.join(missing)}, "
                 "which do not exist (the gunicorn role creates the runtime user and group)"
             )
+        own_group = self.accounts.group(name)
+        if own_group is None:
+            self._command(["groupadd", "-r", name], f"group {name} created")
+            own_group = self.accounts.group(name)
         user = self.accounts.user(name)
         if user is None:
             argv = ["useradd", "-g", name]
@@ -510,30 +509,30 @@ class Layout:
         ids = self._ids(d.owner, d.group, path)
         try:
             if info is None:
+                if not self.check_mode:
+                    assert ids is not None  # resolved outside check mode
+                    if not path.parent.is_dir():
+                        path.parent.mkdir(mode=0o755, parents=True)
+                    path.mkdir(mode=0o700)
+                    info = path.stat()
+                    if (info.st_uid, info.st_gid) != ids:
+                        self.chown(str(path), *ids)
+                    path.chmod(d.mode)
                 self._changed(f"created {path} ({d.owner}:{d.group} {_octal(d.mode)})")
-                if self.check_mode:
-                    return
-                if not path.parent.is_dir():
-                    path.parent.mkdir(mode=0o755, parents=True)
-                path.mkdir(mode=0o700)
-                info = path.stat()
-                assert ids is not None  # resolved outside check mode
-                if (info.st_uid, info.st_gid) != ids:
-                    self.chown(str(path), *ids)
-                path.chmod(d.mode)
                 return
             if ids is None or (info.st_uid, info.st_gid) != ids:
-                self._changed(f"chown {d.owner}:{d.group} {path} (was {info.st_uid}:{info.st_gid})")
                 if not self.check_mode:
                     assert ids is not None
                     self.chown(str(path), *ids)
-                    info = path.stat()
+                self._changed(f"chown {d.owner}:{d.group} {path} (was {info.st_uid}:{info.st_gid})")
+                if not self.check_mode:
+                    info = path.stat()  # chown may clear set-id bits
             if stat.S_IMODE(info.st_mode) != d.mode:
+                if not self.check_mode:
+                    path.chmod(d.mode)
                 self._changed(
                     f"chmod {_octal(d.mode)} {path} (was {_octal(stat.S_IMODE(info.st_mode))})"
                 )
-                if not self.check_mode:
-                    path.chmod(d.mode)
         except OSError as exc:
             raise LayoutError(f"release: cannot set up the directory {path}: {exc}") from exc
 
@@ -545,16 +544,15 @@ class Layout:
                 info = path.lstat()
             except FileNotFoundError:
                 continue
+            if not self.check_mode:
+                try:
+                    if stat.S_ISDIR(info.st_mode):
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink()
+                except OSError as exc:
+                    raise LayoutError(f"release: cannot remove {path}: {exc}") from exc
             self._changed(f"removed {path}")
-            if self.check_mode:
-                continue
-            try:
-                if stat.S_ISDIR(info.st_mode):
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
-            except OSError as exc:
-                raise LayoutError(f"release: cannot remove {path}: {exc}") from exc
 
     # 4. Link names of older releases ---------------------------------------------------
 
@@ -582,21 +580,22 @@ class Layout:
                 old, new = release / pair.old, release / pair.new
                 if not old.is_symlink() or new.is_symlink() or new.exists():
                     continue
+                if not self.check_mode:
+                    self._link(release, old, new, owner)
                 self._changed(f"linked {new}")
-                if self.check_mode:
-                    continue
-                user = self.accounts.user(owner)
-                if user is None:
-                    raise LayoutError(f"release: cannot link {new}: no user named {owner}")
-                try:
-                    new.symlink_to(old.readlink())
-                    # As the owner would have made it: the directory's group when setgid.
-                    setgid = release.stat().st_mode & stat.S_ISGID
-                    self.chown(
-                        str(new), user.uid, -1 if setgid else user.gid, follow_symlinks=False
-                    )
-                except OSError as exc:
-                    raise LayoutError(f"release: cannot link {new}: {exc}") from exc
+
+    def _link(self, release: Path, old: Path, new: Path, owner: str) -> None:
+        """new -> old's target, owned as if owner had made it (the group: the release
+        directory's when it is setgid, else the owner's primary group)."""
+        user = self.accounts.user(owner)
+        if user is None:
+            raise LayoutError(f"release: cannot link {new}: no user named {owner}")
+        try:
+            new.symlink_to(old.readlink())
+            setgid = release.stat().st_mode & stat.S_ISGID
+            self.chown(str(new), user.uid, -1 if setgid else user.gid, follow_symlinks=False)
+        except OSError as exc:
+            raise LayoutError(f"release: cannot link {new}: {exc}") from exc
 
     # 5. Files --------------------------------------------------------------------------
 
@@ -632,21 +631,23 @@ class Layout:
         try:
             reasons = self._differences(f, ids)
         except OSError as exc:
-            raise LayoutError(f"release: cannot read {f.path}: {exc.strerror}") from exc
+            reason = exc.strerror or type(exc).__name__
+            raise LayoutError(f"release: cannot read {f.path}: {reason}") from exc
         if not reasons:
             return
+        if not self.check_mode:
+            assert ids is not None
+            self._replace(f, ids)
         self._changed(f"wrote {f.path} ({', '.join(reasons)})")
         if f.config:
             self.config_changed = True
-        if self.check_mode:
-            return
-        assert ids is not None
-        self._replace(f, ids)
 
     def _replace(self, f: ManagedFile, ids: tuple[int, int]) -> None:
         """Write f under a temporary name in its directory (0600 until done), rename it over."""
-        fd, temporary = tempfile.mkstemp(prefix=f".{f.path.name}.", dir=f.path.parent)
+        temporary: Path | None = None
         try:
+            fd, name = tempfile.mkstemp(prefix=f".{f.path.name}.", dir=f.path.parent)
+            temporary = Path(name)
             with os.fdopen(fd, "wb") as out:
                 out.write(f.content.encode())
                 out.flush()
@@ -655,12 +656,13 @@ class Layout:
                     self.chown(out.fileno(), *ids)
                 os.fchmod(out.fileno(), f.mode)
                 os.fsync(out.fileno())
-            Path(temporary).replace(f.path)
-        except OSError as exc:
-            Path(temporary).unlink(missing_ok=True)
-            raise LayoutError(f"release: cannot write {f.path}: {exc.strerror}") from exc
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
+            temporary.replace(f.path)
+        except BaseException as exc:
+            if temporary is not None:
+                temporary.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                reason = exc.strerror or type(exc).__name__
+                raise LayoutError(f"release: cannot write {f.path}: {reason}") from exc
             raise
 
 
