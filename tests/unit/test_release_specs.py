@@ -4,7 +4,8 @@ roles/release/meta/argument_specs.yml writes every option once, in anchored grou
 entry points merge (`<<: [*app, *tree, ...]`). These tests keep it that way: no option name is
 spelled out twice in the file, ansible-core reads the merged options as PyYAML does, and each
 entry point X lists exactly the release_* variables that tasks/X.yml uses, with the task files
-it includes or imports, the templates they render and the role vars and defaults they read.
+it includes or imports, the templates they render (template module or lookup) and the role vars
+and defaults they read.
 """
 
 from __future__ import annotations
@@ -66,6 +67,29 @@ def jinja_names(text: str, expression: bool = False) -> set[str]:
     return {n.name for n in ast.find_all(nodes.Name) if n.ctx == "load"}
 
 
+def template_lookups(value: Any) -> set[str]:
+    """Templates every string inside a YAML value renders with lookup('template', '<src>')."""
+    if isinstance(value, dict):
+        return set().union(*(template_lookups(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(template_lookups(v) for v in value))
+    if not isinstance(value, str) or "lookup" not in value:
+        return set()
+    found: set[str] = set()
+    for call in ENV.parse(value).find_all(nodes.Call):
+        if (
+            isinstance(call.node, nodes.Name)
+            and call.node.name in {"lookup", "query", "q"}
+            and call.args
+            and isinstance(call.args[0], nodes.Const)
+            and call.args[0].value in TEMPLATE_MODULES
+        ):
+            src = call.args[1] if len(call.args) > 1 else None
+            assert isinstance(src, nodes.Const), f"templated template lookup in {value!r}"
+            found.add(src.value)
+    return found
+
+
 def names_in(value: Any, key: str | None = None) -> set[str]:
     """Variables every string inside a YAML value reads (keys are names, not templates)."""
     found: set[str] = set()
@@ -125,6 +149,8 @@ def variables_of_task_file(name: str, seen: set[str]) -> set[str]:
             src = template[1]["src"]
             assert "{{" not in src, f"tasks/{name}: templated template src {src!r}"
             found |= jinja_names((ROLE / "templates" / src).read_text())
+    for src in template_lookups(tasks):
+        found |= jinja_names((ROLE / "templates" / src).read_text())
     return found
 
 
@@ -198,3 +224,9 @@ def test_the_usage_scan_sees_indirect_uses() -> None:
         "release_migrate",
         "__release_x",
     }
+    # A template rendered on the controller (lookup) counts like one the template module renders:
+    # build reads release_db_port only in env.j2, rendered in layout.yml's module arguments.
+    assert template_lookups({"a": ["{{ lookup('ansible.builtin.template', 'env.j2') }}"]}) == {
+        "env.j2"
+    }
+    assert "release_db_port" in used_by_entry_point("build")
