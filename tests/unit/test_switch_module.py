@@ -488,3 +488,22 @@ def test_keep_live_without_a_live_color_fails_clearly(app_root: Path) -> None:
     with pytest.raises(sw.SwitchError) as failed:
         sw.keep_live("demo", app_root, "web1", run=FakeHost().run)
     assert "names no live color on web1" in failed.value.msg
+
+
+def test_prune_stopping_midway_keeps_what_it_did_and_warns(app_root: Path, upstream: Path) -> None:
+    older = IDS[:3]
+    release_tree(app_root, [*older, OLD, NEW], dict.fromkeys([*older, OLD, NEW], "v"))
+
+    def crash(path: Path) -> None:
+        if path.name == older[1]:
+            raise RuntimeError("unexpected")
+        sw._remove_tree(path)
+
+    host = FakeHost()
+    report = make(app_root, upstream, host, keep=2, remove=crash).execute()
+    assert report.changed and target(app_root / "current") == NEW
+    assert report.pruned["releases"] == [older[2]]
+    assert report.warnings == [
+        f"release: {NEW} is live on web1, but pruning: it stopped: unexpected"
+    ]
+    assert report.steps[-1]["step"] == "prune"

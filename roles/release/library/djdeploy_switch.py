@@ -585,16 +585,18 @@ class Switch:
         """The last step, after a committed switch: a failure here is a warning."""
         if self.cfg.keep <= 0:
             return
+        pruner: Pruner | None = None
+        stopped: list[str] = []
         with self._step("prune"):
-            pruner = self._pruner()
             try:
-                self.report.pruned = pruner.run()
-            except OSError as exc:
-                pruner.warnings.append(f"listing releases or venvs failed: {exc}")
-                self.report.pruned = pruner.pruned
+                pruner = self._pruner()
+                self.report.pruned = pruner.pruned  # filled as it goes, kept if it stops
+                pruner.run()
+            except Exception as exc:  # anything: the switch is committed, it must not fail now
+                stopped.append(f"it stopped: {exc}")
         self.report.warnings.extend(
             f"release: {self.cfg.release} is live{self._where()}, but pruning: {warning}"
-            for warning in pruner.warnings
+            for warning in [*(pruner.warnings if pruner else []), *stopped]
         )
 
     def _check_release(self) -> None:
