@@ -107,6 +107,7 @@ def upstream(tmp_path: Path) -> Path:
 
 def make(app_root: Path, upstream: Path, host: FakeHost, **overrides: Any) -> Any:
     host.upstream_file = upstream
+    remove = overrides.pop("remove", None)
     cfg = sw.Config(
         app="demo",
         app_root=app_root,
@@ -129,6 +130,7 @@ def make(app_root: Path, upstream: Path, host: FakeHost, **overrides: Any) -> An
         sleep=host.sleep,
         clock=host.clock,
         chown=lambda path, user, group: None,
+        remove=remove,
     )
 
 
@@ -340,3 +342,168 @@ def test_upstream_text_names_one_server() -> None:
     text = sw.upstream_text("shop_app", "/run/shop/gunicorn-green.sock", "green", "shop")
     assert text.count("server ") == 1
     assert "upstream shop_app {" in text and "fail_timeout=0" in text
+
+
+# -- prune: the last step after a committed switch ------------------------------------------
+
+IDS = [f"2025120{d}T000000Z-{c * 8}" for d, c in zip(range(1, 8), "cdefghi", strict=True)]
+
+
+def release_tree(root: Path, ids: list[str], venv_of: dict[str, str]) -> None:
+    """Releases with their static dirs and venv links, plus the venvs they use."""
+    for release in ids:
+        (root / "releases" / release).mkdir(parents=True, exist_ok=True)
+        (root / "static" / release).mkdir(parents=True, exist_ok=True)
+        venv = root / "venvs" / venv_of[release]
+        venv.mkdir(parents=True, exist_ok=True)
+        (root / "releases" / release / ".djdeploy-venv").symlink_to(venv)
+
+
+def test_prune_keeps_the_newest_and_removes_unused_venvs(app_root: Path, upstream: Path) -> None:
+    # OLD serves, NEW is the newest; five older releases on two older venvs.
+    older = IDS[:5]
+    venv_of = dict.fromkeys(older[:4], "v-old") | {older[4]: "v-mid", OLD: "v-live", NEW: "v-live"}
+    release_tree(app_root, [*older, OLD, NEW], venv_of)
+    (app_root / "venvs/.partial").mkdir()
+    (app_root / "releases/.tmp-build").mkdir()
+    host = FakeHost()
+    report = make(app_root, upstream, host, keep=3).execute()
+
+    kept = sorted(p.name for p in (app_root / "releases").iterdir())
+    assert kept == sorted([".tmp-build", older[4], OLD, NEW])
+    assert report.pruned["releases"] == older[:4][::-1]
+    for release in older[:4]:
+        assert not (app_root / "static" / release).exists()
+    assert (app_root / "static" / older[4]).is_dir()
+    # v-old is used by no kept release, v-mid by older[4]; dot names are never touched.
+    assert report.pruned["venvs"] == ["v-old"]
+    assert sorted(p.name for p in (app_root / "venvs").iterdir()) == [".partial", "v-live", "v-mid"]
+    assert [s["step"] for s in report.steps][-2:] == ["retire", "prune"]
+    assert report.warnings == []
+
+
+def test_prune_never_removes_the_target_the_previous_or_next(
+    app_root: Path, upstream: Path
+) -> None:
+    """A rollback far back keeps its target and the release it leaves, both beyond keep."""
+    release_tree(app_root, [*IDS[:5], OLD, NEW], dict.fromkeys([*IDS[:5], OLD, NEW], "v"))
+    (app_root / "current").unlink()
+    (app_root / "current").symlink_to(app_root / "releases" / IDS[1])
+    (app_root / "next").symlink_to(app_root / "releases" / IDS[3])
+    host = FakeHost()
+    report = make(app_root, upstream, host, keep=2, release=IDS[0]).execute()
+    # NEW and OLD are the newest two; IDS[0] is the target, IDS[1] served before it, IDS[3] is
+    # what next points at (nginx serves its static files): only IDS[2] and IDS[4] go.
+    assert report.pruned["releases"] == [IDS[4], IDS[2]]
+    assert target(app_root / "current") == IDS[0]
+    assert target(app_root / "previous") == IDS[1]
+    assert {IDS[0], IDS[1], IDS[3], OLD, NEW} <= {p.name for p in (app_root / "releases").iterdir()}
+
+
+def test_prune_failure_is_a_warning_and_the_switch_stays(app_root: Path, upstream: Path) -> None:
+    older = IDS[:3]
+    release_tree(app_root, [*older, OLD, NEW], dict.fromkeys([*older, OLD, NEW], "v"))
+
+    def refuse(path: Path) -> None:
+        if path.name == older[0]:
+            raise PermissionError(13, "Permission denied", str(path))
+        sw._remove_tree(path)
+
+    host = FakeHost()
+    report = make(app_root, upstream, host, keep=2, remove=refuse).execute()
+    assert report.changed and target(app_root / "current") == NEW
+    assert report.pruned["releases"] == [older[2], older[1]]
+    assert (app_root / "releases" / older[0]).is_dir()
+    assert len(report.warnings) == 1
+    assert f"release: {NEW} is live on web1, but pruning:" in report.warnings[0]
+    assert f"removing the old release {older[0]} failed" in report.warnings[0]
+
+
+def test_prune_keeps_venvs_when_the_live_release_links_none(app_root: Path, upstream: Path) -> None:
+    older = IDS[:3]
+    release_tree(app_root, [*older, OLD], dict.fromkeys([*older, OLD], "v-old"))
+    (app_root / "venvs/v-live").mkdir()
+    host = FakeHost()
+    report = make(app_root, upstream, host, keep=2, venv_link=".wrong-name").execute()
+    assert report.pruned["releases"] == older[::-1]
+    assert report.pruned["venvs"] == []
+    assert (app_root / "venvs/v-live").is_dir()
+    assert any("venvs were not pruned" in w for w in report.warnings)
+
+
+def test_no_prune_when_the_switch_fails(app_root: Path, upstream: Path) -> None:
+    older = IDS[:3]
+    release_tree(app_root, [*older, OLD, NEW], dict.fromkeys([*older, OLD, NEW], "v"))
+    host = FakeHost()
+    host.public_outputs = ["502"]
+    with pytest.raises(sw.SwitchError):
+        make(app_root, upstream, host, keep=2).execute()
+    assert all((app_root / "releases" / r).is_dir() for r in older)
+
+
+def test_check_mode_reports_what_prune_would_remove(app_root: Path, upstream: Path) -> None:
+    older = IDS[:3]
+    release_tree(app_root, [*older, OLD, NEW], dict.fromkeys(older, "v-old") | {OLD: "v", NEW: "v"})
+    host = FakeHost()
+    plan = make(app_root, upstream, host, keep=2).plan()
+    assert sorted(plan["pruned"]["releases"]) == sorted(older)
+    assert plan["pruned"]["venvs"] == ["v-old"]
+    assert all((app_root / "releases" / r).is_dir() for r in older)
+    assert (app_root / "venvs/v-old").is_dir()
+
+
+# -- state=live: nothing to switch, keep the live color running -------------------------------
+
+
+def test_keep_live_starts_and_enables_only_what_is_not(app_root: Path) -> None:
+    host = FakeHost()
+    result = sw.keep_live("demo", app_root, "web1", run=host.run)
+    # FakeHost answers 0 to every systemctl query: already active and enabled.
+    assert result == {
+        "live_color": "blue",
+        "unit": "demo@blue.socket",
+        "actions": [],
+        "changed": False,
+    }
+    assert host.commands(["systemctl", "is-active", "--quiet", "demo@blue.socket"])
+
+    calls: list[list[str]] = []
+
+    def stopped(argv: list[str]) -> tuple[int, str, str]:
+        calls.append(argv)
+        return (3, "", "") if argv[1].startswith("is-") else (0, "", "")
+
+    result = sw.keep_live("demo", app_root, "web1", run=stopped)
+    assert result["actions"] == ["start", "enable"] and result["changed"]
+    assert ["systemctl", "start", "demo@blue.socket"] in calls
+    assert ["systemctl", "enable", "demo@blue.socket"] in calls
+
+    calls.clear()
+    result = sw.keep_live("demo", app_root, "web1", run=stopped, check_mode=True)
+    assert result["changed"] and all(c[1].startswith("is-") for c in calls)
+
+
+def test_keep_live_without_a_live_color_fails_clearly(app_root: Path) -> None:
+    (app_root / "live-color").unlink()
+    with pytest.raises(sw.SwitchError) as failed:
+        sw.keep_live("demo", app_root, "web1", run=FakeHost().run)
+    assert "names no live color on web1" in failed.value.msg
+
+
+def test_prune_stopping_midway_keeps_what_it_did_and_warns(app_root: Path, upstream: Path) -> None:
+    older = IDS[:3]
+    release_tree(app_root, [*older, OLD, NEW], dict.fromkeys([*older, OLD, NEW], "v"))
+
+    def crash(path: Path) -> None:
+        if path.name == older[1]:
+            raise RuntimeError("unexpected")
+        sw._remove_tree(path)
+
+    host = FakeHost()
+    report = make(app_root, upstream, host, keep=2, remove=crash).execute()
+    assert report.changed and target(app_root / "current") == NEW
+    assert report.pruned["releases"] == [older[2]]
+    assert report.warnings == [
+        f"release: {NEW} is live on web1, but pruning: it stopped: unexpected"
+    ]
+    assert report.steps[-1]["step"] == "prune"

@@ -16,17 +16,30 @@ description:
     waits for gunicorn's readiness); health (GET I(health_path) on the idle color's own socket
     until it answers 200); upstream (rewrite I(upstream_file) to the idle color's socket,
     C(nginx -t), reload nginx); public (run I(check_argv), a C(curl) that prints the status,
-    until it prints 200: the request goes through nginx as a client's would); commit (C(current)
+    until it prints 200, the request going through nginx as a client's would); commit (C(current)
     and C(previous) links, C(live-color), the new color's socket enabled at boot); drain (wait,
     at most I(drain_timeout) seconds, until no nginx worker of the old configuration is left);
-    retire (stop the old color and disable it at boot).
+    retire (stop the old color and disable it at boot); prune (when I(keep) is set, remove the
+    releases beyond the newest I(keep) and their static files, then the venvs no kept release
+    uses).
   - Any failure before commit reverts what the run did (the upstream file's old content and an
     nginx reload, the new instance stopped) and fails with a message that says where traffic
     is. The live instance is never stopped before the new one serves through nginx. A failure
-    after commit (drain, retire) fails with the release already live and says so.
+    after commit (drain, retire) fails with the release already live and says so. A failure
+    while pruning never fails the call (the release is live), the module warns.
+  - With I(state=live) the module only keeps the live color running (its socket started and
+    enabled at boot), for a run that has nothing to switch.
   - Returns a report with the seconds each step took, so a caller can print the host work next
     to the run's total time.
 options:
+  state:
+    description:
+      - C(switched) moves the host to I(release); C(live) only makes sure the live color's
+        socket is started and enabled (nothing to switch), and needs no other option than
+        I(app), I(app_root) and I(host).
+    type: str
+    choices: [switched, live]
+    default: switched
   app:
     description: The app's name (the units are C(<app>@<color>.socket) and C(.service)).
     type: str
@@ -36,21 +49,20 @@ options:
     type: path
     required: true
   release:
-    description: The release to serve (a directory name in C(<app_root>/releases)).
+    description:
+      - The release to serve (a directory name in C(<app_root>/releases)). Required with
+        I(state=switched), as are I(socket_dir), I(upstream_file), I(upstream_name),
+        I(health_host) and I(check_argv).
     type: str
-    required: true
   socket_dir:
     description: Directory of the per-color sockets (C(<socket_dir>/gunicorn-<color>.sock)).
     type: path
-    required: true
   upstream_file:
     description: nginx's upstream file of the app (written by the nginx role, rewritten here).
     type: path
-    required: true
   upstream_name:
     description: The name of the upstream block in I(upstream_file).
     type: str
-    required: true
   health_path:
     description: Path that must answer 200 on the new instance's socket.
     type: str
@@ -58,14 +70,12 @@ options:
   health_host:
     description: Host header of the socket health check (one of the app's server names).
     type: str
-    required: true
   check_argv:
     description:
       - The command that checks the app through nginx once the upstream moved; it must print
         the HTTP status code only (C(curl --write-out %{http_code} --output /dev/null ...)).
     type: list
     elements: str
-    required: true
   retries:
     description: Attempts of each health check (on the socket, through nginx).
     type: int
@@ -78,6 +88,19 @@ options:
     description: Seconds to wait at most for old nginx workers before retiring the old color.
     type: float
     default: 30
+  keep:
+    description:
+      - After a switch, keep the newest I(keep) releases (by id) and remove the others with
+        their C(<app_root>/static/<id>), never the release served, the one served before it,
+        nor a release that C(previous) or C(next) points at; then remove the venvs in
+        C(<app_root>/venvs) that no remaining release's I(venv_link) points at. C(0) prunes
+        nothing. Names starting with a dot are never touched.
+    type: int
+    default: 0
+  venv_link:
+    description: Name of the link to its venv inside a release (pruning venvs needs it).
+    type: str
+    default: .djdeploy-venv
   owner:
     description: Owner of the C(live-color) file.
     type: str
@@ -90,7 +113,9 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reads the live color and the release and reports the switch it would make.
+    description:
+      - Reads the live color and the release and reports the switch it would make and what it
+        would prune; with I(state=live), what it would start or enable.
 author:
   - djdeploy
 """
@@ -106,9 +131,16 @@ EXAMPLES = r"""
     upstream_name: demo_app
     health_host: demo.example.com
     check_argv: [curl, -s, -o, /dev/null, -w, "%{http_code}", "https://demo.example.com/healthz"]
+    keep: 5
     owner: deploy
     group: deploy
   register: switch
+
+- name: Keep the live color running (nothing to switch)
+  djdeploy_switch:
+    state: live
+    app: demo
+    app_root: /srv/demo
 """
 
 RETURN = r"""
@@ -138,6 +170,11 @@ seconds:
   description: Seconds the whole switch took on the host.
   returned: always
   type: float
+pruned:
+  description: What the prune step removed (in check mode, what it would remove).
+  returned: with state=switched
+  type: dict
+  sample: {releases: [20251201T000000Z-aaaaaaaa], venvs: [0f3c2a9e]}
 log:
   description: The new instance's last log lines (when it did not start or answer).
   returned: on failure
@@ -254,6 +291,8 @@ class Config:
     retries: int = 20
     delay: float = 1.0
     drain_timeout: float = 30.0
+    keep: int = 0
+    venv_link: str = ".djdeploy-venv"
     owner: str | None = None
     group: str | None = None
     host: str = ""
@@ -285,6 +324,8 @@ class Report:
     steps: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     changed: bool = False
+    pruned: dict[str, list[str]] = field(default_factory=lambda: {"releases": [], "venvs": []})
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -295,7 +336,108 @@ class Report:
             "steps": self.steps,
             "seconds": round(self.seconds, 3),
             "changed": self.changed,
+            "pruned": self.pruned,
         }
+
+
+def _visible(directory: Path) -> list[Path]:
+    """The entries of directory whose name does not start with a dot (none when it is absent)."""
+    try:
+        return [entry for entry in directory.iterdir() if not entry.name.startswith(".")]
+    except FileNotFoundError:
+        return []
+
+
+def _link_name(link: Path) -> str:
+    """The name of the directory a link points at (empty when it is not a link)."""
+    return link.readlink().name if link.is_symlink() else ""
+
+
+def _remove_tree(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+class Pruner:
+    """Remove old releases, their static files, then venvs no remaining release uses.
+
+    Releases are the real directories in <app_root>/releases (not links, no dot names), newest
+    id first; the first `keep` stay, and so does every id in `protect`. A removal that fails is
+    a warning and the others go on: a release is live by then, pruning must not undo it.
+    """
+
+    def __init__(
+        self,
+        app_root: Path,
+        keep: int,
+        live: str,
+        protect: set[str],
+        venv_link: str,
+        remove: Callable[[Path], None] = _remove_tree,
+    ) -> None:
+        self.app_root = app_root
+        self.keep = keep
+        self.live = live
+        self.protect = {p for p in (*protect, live) if p}
+        self.venv_link = venv_link
+        self.remove = remove
+        self.pruned: dict[str, list[str]] = {"releases": [], "venvs": []}
+        self.warnings: list[str] = []
+
+    def releases_to_prune(self) -> list[str]:
+        releases = self.app_root / "releases"
+        names = [e.name for e in _visible(releases) if e.is_dir() and not e.is_symlink()]
+        newest_first = sorted(names, key=lambda n: (n.lower(), n), reverse=True)
+        return [n for n in newest_first[self.keep :] if n not in self.protect]
+
+    def venvs_to_prune(self, gone: set[str]) -> list[str]:
+        """Venvs no release left in releases/ (other than `gone`) links to."""
+        used = {
+            (entry / self.venv_link).resolve()
+            for entry in _visible(self.app_root / "releases")
+            if entry.name not in gone and (entry / self.venv_link).is_symlink()
+        }
+        return [
+            venv.name
+            for venv in sorted(_visible(self.app_root / "venvs"))
+            if venv.is_dir() and not venv.is_symlink() and venv.resolve() not in used
+        ]
+
+    def run(self, dry_run: bool = False) -> dict[str, list[str]]:
+        old = self.releases_to_prune()
+        if not old:
+            return self.pruned
+        gone: set[str] = set()
+        for release in old:
+            try:
+                if not dry_run:
+                    for kind in ("releases", "static"):
+                        self.remove(self.app_root / kind / release)
+            except OSError as exc:
+                self.warnings.append(f"removing the old release {release} failed: {exc}")
+                continue
+            gone.add(release)
+            self.pruned["releases"].append(release)
+        if not dry_run:
+            gone = set()  # what is still in releases/ after the removals counts as kept
+        if not (self.app_root / "releases" / self.live / self.venv_link).is_symlink():
+            # The live release always links its venv: without that link, the name is wrong and
+            # every venv would look unused.
+            self.warnings.append(
+                f"venvs were not pruned: the live release {self.live} has no {self.venv_link} link"
+            )
+            return self.pruned
+        for venv in self.venvs_to_prune(gone):
+            try:
+                if not dry_run:
+                    self.remove(self.app_root / "venvs" / venv)
+            except OSError as exc:
+                self.warnings.append(f"removing the unused venv {venv} failed: {exc}")
+                continue
+            self.pruned["venvs"].append(venv)
+        return self.pruned
 
 
 class Switch:
@@ -309,8 +451,10 @@ class Switch:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         chown: Callable[[Path, str | None, str | None], None] | None = None,
+        remove: Callable[[Path], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.remove = remove or _remove_tree
         self.run = run
         self.http_get = http_get
         self.sleep = sleep
@@ -420,9 +564,40 @@ class Switch:
     def plan(self) -> dict[str, Any]:
         """What execute() would do (check mode)."""
         self._check_release()
+        if self.cfg.keep > 0:
+            pruner = self._pruner()
+            self.report.pruned = pruner.run(dry_run=True)
+            self.report.warnings.extend(pruner.warnings)
         data = self.report.as_dict()
         data.update(live_color=self.new_color, changed=True)
         return data
+
+    def _pruner(self) -> Pruner:
+        root = self.cfg.app_root
+        # Never the release served now, the one before it, nor what previous or next points at
+        # (nginx serves static files from current, next and previous).
+        protect = {self.previous_release, _link_name(root / "previous"), _link_name(root / "next")}
+        return Pruner(
+            root, self.cfg.keep, self.cfg.release, protect, self.cfg.venv_link, self.remove
+        )
+
+    def _prune(self) -> None:
+        """The last step, after a committed switch: a failure here is a warning."""
+        if self.cfg.keep <= 0:
+            return
+        pruner: Pruner | None = None
+        stopped: list[str] = []
+        with self._step("prune"):
+            try:
+                pruner = self._pruner()
+                self.report.pruned = pruner.pruned  # filled as it goes, kept if it stops
+                pruner.run()
+            except Exception as exc:  # anything: the switch is committed, it must not fail now
+                stopped.append(f"it stopped: {exc}")
+        self.report.warnings.extend(
+            f"release: {self.cfg.release} is live{self._where()}, but pruning: {warning}"
+            for warning in [*(pruner.warnings if pruner else []), *stopped]
+        )
 
     def _check_release(self) -> None:
         if not self.release_dir.is_dir():
@@ -449,6 +624,7 @@ class Switch:
                 ) from exc
             self._commit()
             self._retire()
+            self._prune()
         finally:
             self.report.seconds = self.clock() - started
         return self.report
@@ -563,28 +739,83 @@ class Switch:
                 ) from exc
 
 
+def keep_live(
+    app: str, app_root: Path, host: str, run: Runner = run_command, check_mode: bool = False
+) -> dict[str, Any]:
+    """Nothing to switch: make sure the live color's socket is started and enabled at boot."""
+    try:
+        color = (app_root / "live-color").read_text().strip()
+    except OSError:
+        color = ""
+    if color not in COLORS:
+        where = f" on {host}" if host else ""
+        raise SwitchError(
+            f"release: {app_root}/live-color names no live color{where} (got {color!r});"
+            " run the release again with -e release_force=true to switch to a release."
+        )
+    unit = f"{app}@{color}.socket"
+    done: list[str] = []
+    for query, action in (("is-active", "start"), ("is-enabled", "enable")):
+        if run(["systemctl", query, "--quiet", unit])[0] == 0:
+            continue
+        done.append(action)
+        if check_mode:
+            continue
+        rc, out, err = run(["systemctl", action, unit])
+        if rc != 0:
+            raise SwitchError(
+                f"release: {action} {unit} failed{' on ' + host if host else ''}"
+                f" (rc {rc}): {(err or out).strip()[:400]}"
+            )
+    return {"live_color": color, "unit": unit, "actions": done, "changed": bool(done)}
+
+
 def main() -> None:
+    needed_to_switch = [
+        "release",
+        "socket_dir",
+        "upstream_file",
+        "upstream_name",
+        "health_host",
+        "check_argv",
+    ]
     module = AnsibleModule(
         argument_spec={
+            "state": {"type": "str", "choices": ["switched", "live"], "default": "switched"},
             "app": {"type": "str", "required": True},
             "app_root": {"type": "path", "required": True},
-            "release": {"type": "str", "required": True},
-            "socket_dir": {"type": "path", "required": True},
-            "upstream_file": {"type": "path", "required": True},
-            "upstream_name": {"type": "str", "required": True},
+            "release": {"type": "str"},
+            "socket_dir": {"type": "path"},
+            "upstream_file": {"type": "path"},
+            "upstream_name": {"type": "str"},
             "health_path": {"type": "str", "default": "/healthz"},
-            "health_host": {"type": "str", "required": True},
-            "check_argv": {"type": "list", "elements": "str", "required": True},
+            "health_host": {"type": "str"},
+            "check_argv": {"type": "list", "elements": "str"},
             "retries": {"type": "int", "default": 20},
             "delay": {"type": "float", "default": 1.0},
             "drain_timeout": {"type": "float", "default": 30.0},
+            "keep": {"type": "int", "default": 0},
+            "venv_link": {"type": "str", "default": ".djdeploy-venv"},
             "owner": {"type": "str"},
             "group": {"type": "str"},
             "host": {"type": "str"},
         },
+        required_if=[("state", "switched", needed_to_switch)],
         supports_check_mode=True,
     )
     p = module.params
+    if p["state"] == "live":
+        try:
+            module.exit_json(
+                **keep_live(
+                    p["app"],
+                    Path(p["app_root"]),
+                    p["host"] or socket.gethostname(),
+                    check_mode=module.check_mode,
+                )
+            )
+        except SwitchError as exc:
+            module.fail_json(msg=exc.msg)
     cfg = Config(
         app=p["app"],
         app_root=Path(p["app_root"]),
@@ -598,6 +829,8 @@ def main() -> None:
         retries=p["retries"],
         delay=p["delay"],
         drain_timeout=p["drain_timeout"],
+        keep=p["keep"],
+        venv_link=p["venv_link"],
         owner=p["owner"],
         group=p["group"],
         host=p["host"] or socket.gethostname(),
@@ -605,12 +838,17 @@ def main() -> None:
     switch = Switch(cfg)
     try:
         if module.check_mode:
-            module.exit_json(**switch.plan())
+            plan = switch.plan()
+            for warning in switch.report.warnings:
+                module.warn(warning)
+            module.exit_json(**plan)
         report = switch.execute()
     except SwitchError as exc:
         module.fail_json(msg=exc.msg, log=exc.log, **switch.report.as_dict())
     except OSError as exc:
         module.fail_json(msg=f"release: switching failed: {exc}", **switch.report.as_dict())
+    for warning in report.warnings:
+        module.warn(warning)
     module.exit_json(**report.as_dict())
 
 

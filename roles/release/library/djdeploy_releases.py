@@ -1,0 +1,248 @@
+#!/usr/bin/python
+"""Read one host's release state in one call: the live record and, for a rollback, its target."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: djdeploy_releases
+short_description: Read the live release record and resolve a rollback target (read-only)
+description:
+  - Reads C(<app_root>/current/<record>), the record of the live release (an empty C(live)
+    when there is none).
+  - With I(rollback), resolves the release to go back to (I(rollback_to), else the release
+    the C(previous) link points at) and returns whether it exists, whether it is the live
+    release, whether it carries the failure marker, and the migrations that the releases after
+    it, up to the live one, applied (each release's C(.djdeploy-migrations.json), in id order).
+  - Changes nothing on the host.
+options:
+  app_root:
+    description: The app's root (C(current), C(previous), C(releases/) below it).
+    type: path
+    required: true
+  record:
+    description: Name of the release record inside a release directory.
+    type: str
+    default: .djdeploy-release.json
+  failed_marker:
+    description: Name of the marker a release that failed its switch or migration carries.
+    type: str
+    default: .djdeploy-failed.json
+  migrations_file:
+    description: Name of the file listing the migrations a release applied (a JSON list).
+    type: str
+    default: .djdeploy-migrations.json
+  rollback:
+    description:
+      - Resolve a rollback target; the live record must then exist (nothing to roll back from
+        otherwise).
+    type: bool
+    default: false
+  rollback_to:
+    description: Release id to roll back to; empty for the release C(previous) points at.
+    type: str
+    default: ""
+  host:
+    description: Host name used in messages (pass C(inventory_hostname)); default the node name.
+    type: str
+attributes:
+  check_mode:
+    support: full
+    description: The module only reads.
+author:
+  - djdeploy
+"""
+
+EXAMPLES = r"""
+- name: Read the live release record
+  djdeploy_releases:
+    app_root: /srv/demo
+    record: .djdeploy-release.json
+  register: state
+
+- name: Read the live release and the rollback target
+  djdeploy_releases:
+    app_root: /srv/demo
+    record: .djdeploy-release.json
+    failed_marker: .djdeploy-failed.json
+    rollback: true
+    rollback_to: ""
+  register: state
+"""
+
+RETURN = r"""
+live:
+  description: The live release's record (id, commit, ...); empty when there is none.
+  returned: always
+  type: dict
+target:
+  description: The rollback target (empty unless I(rollback)).
+  returned: always
+  type: dict
+  contains:
+    id:
+      description: The release id (empty when C(previous) is missing).
+      type: str
+    path:
+      description: C(<app_root>/releases/<rollback_to>), or C(<app_root>/previous).
+      type: str
+    exists:
+      description: Whether the release directory exists.
+      type: bool
+    live:
+      description: Whether it is the live release.
+      type: bool
+    failed:
+      description: Whether it carries the failure marker.
+      type: bool
+    applied_migrations:
+      description:
+        - Migrations applied by the releases after the target up to the live one (ids compared
+          as strings, target < id <= live), in id order.
+      type: list
+      elements: str
+"""
+
+import json  # noqa: E402
+import socket  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+
+
+class StateError(Exception):
+    """The host's release state cannot be read."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg)
+        self.msg = msg
+
+
+@dataclass
+class Config:
+    """What to read (the module's options)."""
+
+    app_root: Path
+    record: str = ".djdeploy-release.json"
+    failed_marker: str = ".djdeploy-failed.json"
+    migrations_file: str = ".djdeploy-migrations.json"
+    rollback: bool = False
+    rollback_to: str = ""
+    host: str = ""
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise StateError(f"release: cannot read {path}: {exc}") from exc
+
+
+def read_live(cfg: Config) -> dict[str, Any]:
+    """The live release's record; empty when there is no live release (no current or record)."""
+    path = cfg.app_root / "current" / cfg.record
+    if not path.exists():
+        return {}
+    record = _read_json(path)
+    if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+        raise StateError(f"release: {path} is not a release record (no id)")
+    return record
+
+
+def _valid_id(release: str) -> bool:
+    return bool(release) and "/" not in release and release not in (".", "..")
+
+
+def applied_between(releases: Path, after: str, upto: str, name: str) -> list[str]:
+    """Migrations applied by the releases with after < id <= upto, in id order."""
+    found: list[str] = []
+    try:
+        entries = sorted(e.name for e in releases.iterdir() if not e.name.startswith("."))
+    except FileNotFoundError:
+        return found
+    for release in entries:
+        path = releases / release / name
+        if not (after < release <= upto) or not path.is_file():
+            continue
+        applied = _read_json(path)
+        if not isinstance(applied, list) or not all(isinstance(m, str) for m in applied):
+            raise StateError(f"release: {path} is not a list of migrations")
+        found.extend(applied)
+    return found
+
+
+def resolve_target(cfg: Config, live: dict[str, Any]) -> dict[str, Any]:
+    """The rollback target: rollback_to, else where the previous link points."""
+    root = cfg.app_root
+    if cfg.rollback_to:
+        path = root / "releases" / cfg.rollback_to
+        release = cfg.rollback_to if _valid_id(cfg.rollback_to) else ""
+    else:
+        path = root / "previous"
+        release = path.readlink().name if path.is_symlink() else ""
+    directory = root / "releases" / release
+    exists = _valid_id(release) and directory.is_dir()
+    live_id = str(live.get("id", ""))
+    target: dict[str, Any] = {
+        "id": release,
+        "path": str(path),
+        "exists": exists,
+        "live": exists and release == live_id,
+        "failed": exists and (directory / cfg.failed_marker).exists(),
+        "applied_migrations": [],
+    }
+    if exists:
+        target["applied_migrations"] = applied_between(
+            root / "releases", release, live_id, cfg.migrations_file
+        )
+    return target
+
+
+def read_state(cfg: Config) -> dict[str, Any]:
+    """Everything the module returns."""
+    live = read_live(cfg)
+    target: dict[str, Any] = {}
+    if cfg.rollback:
+        if not live:
+            where = f" on {cfg.host}" if cfg.host else ""
+            raise StateError(
+                f"release: no live release{where} ({cfg.app_root}/current/{cfg.record} is"
+                " missing); nothing to roll back."
+            )
+        target = resolve_target(cfg, live)
+    return {"changed": False, "live": live, "target": target}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "app_root": {"type": "path", "required": True},
+            "record": {"type": "str", "default": ".djdeploy-release.json"},
+            "failed_marker": {"type": "str", "default": ".djdeploy-failed.json"},
+            "migrations_file": {"type": "str", "default": ".djdeploy-migrations.json"},
+            "rollback": {"type": "bool", "default": False},
+            "rollback_to": {"type": "str", "default": ""},
+            "host": {"type": "str"},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    cfg = Config(
+        app_root=Path(p["app_root"]),
+        record=p["record"],
+        failed_marker=p["failed_marker"],
+        migrations_file=p["migrations_file"],
+        rollback=p["rollback"],
+        rollback_to=p["rollback_to"] or "",
+        host=p["host"] or socket.gethostname(),
+    )
+    try:
+        module.exit_json(**read_state(cfg))
+    except StateError as exc:
+        module.fail_json(msg=exc.msg)
+
+
+if __name__ == "__main__":
+    main()
