@@ -1,0 +1,223 @@
+"""The migrate module (roles/release/library/djdeploy_migrate.py) against a fake manage.py.
+
+The release is a temporary directory; a fake runner plays `<app>-manage migrate` and records
+what it was asked to run, as whom and with which environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ansible.plugins.filter.core import to_json
+
+from .loader import load
+
+mig = load("roles/release/library/djdeploy_migrate.py")
+
+MANAGE = "/usr/local/bin/demo-manage"
+NOTHING = "Planned operations:\n  No planned migration operations.\n"
+PLAN = (
+    "Planned operations:\n"
+    "greetings.0003_backup_probe\n"
+    "    Raw SQL operation\n"
+    "    Raw Python operation -> Add greeting\n"
+    "shop.0012_auto_20260101_1200\n"
+    "    Add field sku to product\n"
+)
+APPLIED = "Operations to perform:\n  Apply all migrations: greetings\nRunning migrations:\n  OK\n"
+TRACEBACK = (
+    "Traceback (most recent call last):\n  ...\nRuntimeError: this migration fails on purpose\n"
+)
+BACKUP = {"host": "db1", "file": "/var/backups/djdeploy/demo/20260102T000000Z-bb-pre-migrate.dump"}
+
+
+class FakeManage:
+    def __init__(self, plan: str = NOTHING, plan_rc: int = 0, migrate_rc: int = 0) -> None:
+        self.plan, self.plan_rc, self.migrate_rc = plan, plan_rc, migrate_rc
+        self.migrate_out = APPLIED
+        self.commands: list[Any] = []
+
+    def run(self, cmd: Any) -> tuple[int, str, str]:
+        self.commands.append(cmd)
+        argv = cmd.argv
+        assert argv[:2] == [MANAGE, "migrate"]
+        if "--plan" in argv:
+            return self.plan_rc, self.plan, "boom at import\n" if self.plan_rc else ""
+        if self.migrate_rc:
+            return self.migrate_rc, "Running migrations:\n", TRACEBACK
+        return 0, self.migrate_out, ""
+
+    @property
+    def argvs(self) -> list[list[str]]:
+        return [c.argv for c in self.commands]
+
+
+@pytest.fixture
+def release(tmp_path: Path) -> Path:
+    path = tmp_path / "releases" / "20260102T000000Z-bbbbbbbb"
+    path.mkdir(parents=True)
+    return path
+
+
+def migrator(
+    release: Path, fake: FakeManage, chowns: list[tuple[str, int, int]] | None = None, **kw: Any
+) -> Any:
+    account = mig.Account("demo", 1234, 1235, "/home/demo", (1235, 33))
+    cfg = mig.Config(
+        manage=MANAGE,
+        release_dir=release,
+        account=account,
+        owner_uid=os.getuid(),
+        owner_gid=os.getgid(),
+        base_env={"https_proxy": "http://proxy:3128"},
+        **kw,
+    )
+    log = chowns if chowns is not None else []
+
+    def chown(path: Path, uid: int, gid: int) -> None:
+        log.append((path.name, uid, gid))
+
+    return mig.Migrator(cfg, run=fake.run, chown=chown)
+
+
+def record(release: Path, name: str = ".djdeploy-migrations.json") -> str:
+    return (release / name).read_text()
+
+
+def test_nothing_to_migrate_plans_and_records_in_one_call(release: Path) -> None:
+    fake = FakeManage()
+    chowns: list[tuple[str, int, int]] = []
+    result = migrator(release, fake, chowns).plan()
+    assert fake.argvs == [[MANAGE, "migrate", "--plan", "--no-color"]]
+    assert result.pending is False
+    assert result.migrations == []
+    assert result.changed is True
+    # What the copy of `[] | to_json` in a folded scalar wrote: the JSON and a newline.
+    assert record(release) == to_json([]) + "\n"
+    path = release / ".djdeploy-migrations.json"
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert chowns and chowns[-1][1:] == (os.getuid(), os.getgid())
+    assert not (release / ".djdeploy-backup.json").exists()
+    assert not [p for p in release.iterdir() if "djdeploy-tmp" in p.name]
+    # Again: the record is there, identical: nothing changes.
+    again = migrator(release, FakeManage()).plan()
+    assert again.changed is False
+
+
+def test_manage_runs_as_the_runtime_user_with_the_release_selected(release: Path) -> None:
+    fake = FakeManage()
+    migrator(release, fake).plan()
+    (cmd,) = fake.commands
+    assert cmd.account.user == "demo"
+    assert cmd.account.groups == (1235, 33)
+    env = cmd.env
+    assert env["DJDEPLOY_RELEASE_DIR"] == str(release)
+    assert env["HOME"] == "/home/demo"
+    assert env["USER"] == env["LOGNAME"] == "demo"
+    assert env["https_proxy"] == "http://proxy:3128"
+    assert "SECRET" not in " ".join(env)
+
+
+def test_pending_migrations_are_listed_and_nothing_is_written(release: Path) -> None:
+    fake = FakeManage(plan=PLAN)
+    result = migrator(release, fake).plan()
+    assert result.pending is True
+    assert result.migrations == ["greetings.0003_backup_probe", "shop.0012_auto_20260101_1200"]
+    assert result.changed is False
+    assert result.plan == PLAN
+    assert list(release.iterdir()) == []
+
+
+def test_parse_plan_matches_the_old_filter() -> None:
+    assert mig.parse_plan(NOTHING) == (False, [])
+    pending, names = mig.parse_plan(PLAN + "  weird line.with dot\n  app.0001_x \n")
+    assert pending
+    assert names == [
+        "greetings.0003_backup_probe",
+        "shop.0012_auto_20260101_1200",
+        "app.0001_x",
+    ]
+
+
+def test_a_failed_plan_carries_the_output_and_writes_nothing(release: Path) -> None:
+    fake = FakeManage(plan="", plan_rc=1)
+    with pytest.raises(mig.MigrateError) as info:
+        migrator(release, fake).plan()
+    data = info.value.as_dict()
+    assert data["rc"] == 1
+    assert data["stderr"] == "boom at import\n"
+    assert "migrate --plan failed" in data["msg"]
+    assert list(release.iterdir()) == []
+
+
+def test_migrate_runs_then_records_migrations_and_backup(release: Path) -> None:
+    fake = FakeManage(plan=PLAN)
+    m = migrator(release, fake)
+    plan = m.plan()
+    result = m.migrate(plan.migrations, BACKUP)
+    assert fake.argvs[-1] == [MANAGE, "migrate", "--noinput", "--no-color"]
+    assert result.changed is True
+    assert record(release) == to_json(plan.migrations) + "\n"
+    assert json.loads(record(release)) == plan.migrations
+    backup = record(release, ".djdeploy-backup.json")
+    assert backup == to_json({"host": BACKUP["host"], "file": BACKUP["file"]}) + "\n"
+    for name in (".djdeploy-migrations.json", ".djdeploy-backup.json"):
+        assert (release / name).stat().st_mode & 0o777 == 0o640
+
+
+def test_migrate_without_a_backup_writes_no_backup_record(release: Path) -> None:
+    result = migrator(release, FakeManage()).migrate(["a.0001_initial"], None)
+    assert result.records == [str(release / ".djdeploy-migrations.json")]
+    assert not (release / ".djdeploy-backup.json").exists()
+
+
+def test_nothing_applied_and_records_identical_is_no_change(release: Path) -> None:
+    migrator(release, FakeManage()).migrate(["a.0001_initial"], BACKUP)
+    fake = FakeManage()
+    fake.migrate_out = "Operations to perform:\n  No migrations to apply.\n"
+    result = migrator(release, fake).migrate(["a.0001_initial"], BACKUP)
+    assert result.changed is False
+
+
+def test_a_failed_migrate_writes_no_record(release: Path) -> None:
+    fake = FakeManage(migrate_rc=1)
+    with pytest.raises(mig.MigrateError) as info:
+        migrator(release, fake).migrate(["a.0001_initial"], BACKUP)
+    data = info.value.as_dict()
+    # The rescue's message takes the last lines of stderr: the cause is there.
+    assert "fails on purpose" in data["stderr"].splitlines()[-1]
+    assert data["rc"] == 1
+    assert list(release.iterdir()) == []
+
+
+def test_a_record_replaces_a_symlink_instead_of_following_it(release: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (release / ".djdeploy-migrations.json").symlink_to(victim)
+    migrator(release, FakeManage()).plan()
+    assert victim.read_text() == "keep me"
+    assert not (release / ".djdeploy-migrations.json").is_symlink()
+    assert record(release) == "[]\n"
+
+
+def test_a_record_that_cannot_be_written_fails_with_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-release"
+    with pytest.raises(mig.MigrateError) as info:
+        migrator(missing, FakeManage()).plan()
+    assert str(missing / ".djdeploy-migrations.json") in info.value.msg
+
+
+def test_check_mode_plans_but_neither_writes_nor_migrates(release: Path) -> None:
+    fake = FakeManage()
+    result = migrator(release, fake, check_mode=True).plan()
+    assert result.changed is True
+    assert list(release.iterdir()) == []
+    fake = FakeManage(plan=PLAN)
+    result = migrator(release, fake, check_mode=True).migrate(["a.0001_x"], BACKUP)
+    assert fake.commands == []
+    assert result.changed is True
+    assert list(release.iterdir()) == []
