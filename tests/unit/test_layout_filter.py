@@ -1,4 +1,4 @@
-"""The layout filter (playbooks/filter_plugins/djdeploy_layout.py): one place for shared paths."""
+"""The layout filter (playbooks/filter_plugins/djdeploy_paths.py): one place for shared paths."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from .loader import load
 
-layout = load("playbooks/filter_plugins/djdeploy_layout.py")
+layout = load("playbooks/filter_plugins/djdeploy_paths.py")
 
 
 def test_paths_of_an_app() -> None:

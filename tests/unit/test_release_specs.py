@@ -213,9 +213,9 @@ def test_entry_point_lists_exactly_the_variables_its_tasks_use(entry: str) -> No
 
 def test_the_usage_scan_sees_indirect_uses() -> None:
     # migrate reads release_app_name only through a role var (__release_manage) and defaults
-    # (release_backup_dir, release_runtime_user); the scan must follow both.
+    # (release_runtime_user); the scan must follow both.
     assert "release_app_name" in used_by_entry_point("migrate")
-    assert "release_app_name" in with_indirect({"release_backup_dir"})
+    assert "release_app_name" in with_indirect({"release_runtime_user"})
     assert "release_app_name" in with_indirect({"__release_manage"})
     assert "release_names" in used_by_entry_point("migrate")  # __release_failed_marker
     # Values passed to another role's entry point (include_role vars) are uses.

@@ -507,3 +507,21 @@ def test_prune_stopping_midway_keeps_what_it_did_and_warns(app_root: Path, upstr
         f"release: {NEW} is live on web1, but pruning: it stopped: unexpected"
     ]
     assert report.steps[-1]["step"] == "prune"
+
+
+def test_socket_paths_follow_the_layouts_socket_name() -> None:
+    cfg = sw.Config(
+        app="demo",
+        app_root=Path("/srv/demo"),
+        release=NEW,
+        socket_dir=Path("/run/demo"),
+        upstream_file=Path("/etc/nginx/djdeploy/demo/upstream.conf"),
+        upstream_name="demo_app",
+        health_host="demo.example.com",
+        check_argv=CHECK,
+        socket_name="web-{color}.sock",
+    )
+    assert cfg.socket("green") == "/run/demo/web-green.sock"
+    assert sw.Config(**{**cfg.__dict__, "socket_name": "gunicorn-{color}.sock"}).socket("blue") == (
+        "/run/demo/gunicorn-blue.sock"
+    )

@@ -55,8 +55,14 @@ options:
         I(health_host) and I(check_argv).
     type: str
   socket_dir:
-    description: Directory of the per-color sockets (C(<socket_dir>/gunicorn-<color>.sock)).
+    description: Directory of the per-color sockets.
     type: path
+  socket_name:
+    description:
+      - File name of a color's socket in I(socket_dir); C({color}) stands for the color (the
+        gunicorn role's socket units use the same name).
+    type: str
+    default: gunicorn-{color}.sock
   upstream_file:
     description: nginx's upstream file of the app (written by the nginx role, rewritten here).
     type: path
@@ -293,6 +299,7 @@ class Config:
     drain_timeout: float = 30.0
     keep: int = 0
     venv_link: str = ".djdeploy-venv"
+    socket_name: str = "gunicorn-{color}.sock"
     owner: str | None = None
     group: str | None = None
     host: str = ""
@@ -301,7 +308,7 @@ class Config:
         return f"{self.app}@{color}.{kind}"
 
     def socket(self, color: str) -> str:
-        return str(self.socket_dir / f"gunicorn-{color}.sock")
+        return str(self.socket_dir / self.socket_name.format(color=color))
 
 
 class SwitchError(Exception):
@@ -786,6 +793,7 @@ def main() -> None:
             "app_root": {"type": "path", "required": True},
             "release": {"type": "str"},
             "socket_dir": {"type": "path"},
+            "socket_name": {"type": "str", "default": "gunicorn-{color}.sock"},
             "upstream_file": {"type": "path"},
             "upstream_name": {"type": "str"},
             "health_path": {"type": "str", "default": "/healthz"},
@@ -821,6 +829,7 @@ def main() -> None:
         app_root=Path(p["app_root"]),
         release=p["release"],
         socket_dir=Path(p["socket_dir"]),
+        socket_name=p["socket_name"],
         upstream_file=Path(p["upstream_file"]),
         upstream_name=p["upstream_name"],
         health_path=p["health_path"],

@@ -21,7 +21,9 @@ def djdeploy_layout(app_name: str) -> dict[str, str]:
     sockets; `{color}` stands for blue or green), upstream_file and upstream_name (nginx's
     upstream of the app; nginx writes the file, the release switch rewrites it), certificate and
     certificate_key (where nginx reads TLS files; certbot's hook installs them there) and
-    acme_webroot (HTTP-01 challenges: certbot writes, nginx serves; one per host).
+    acme_webroot (HTTP-01 challenges: certbot writes, nginx serves; one per host) and backup_dir
+    (the database dumps on the db host: the postgres role writes them, the release role records
+    where its pre-migrate dump went).
     """
     if not isinstance(app_name, str) or not APP_NAME.match(app_name):
         raise ValueError(
@@ -40,6 +42,7 @@ def djdeploy_layout(app_name: str) -> dict[str, str]:
         "certificate": f"{tls}/fullchain.pem",
         "certificate_key": f"{tls}/privkey.pem",
         "acme_webroot": "/var/www/acme",
+        "backup_dir": f"/var/backups/djdeploy/{app_name}",
     }
 
 
