@@ -4,25 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-# The only variables read (reading all of a host's variables would template every one of them).
-KEYS = (
-    "__release_switch",
-    "__release_target",
-    "__release_commit",
-    "__release_batch",
-    "__release_live",
-    "djdeploy_run_started",
-)
+# The only variables read (reading all of a host's variables would template every one of them):
+# the run's state and the switch's outcome (docs/ARCHITECTURE.md, "The run's state") and when
+# the run started.
+KEYS = ("release_state", "release_outcome", "djdeploy_run_started")
 
 
 def _pick(variables: Any) -> dict[str, Any]:
-    return {key: variables[key] for key in KEYS if key in variables}
+    """One host's commit and live record (release_state), target, batch and switch report
+    (release_outcome) and the run's start time, as one flat dict."""
+    picked = {key: variables[key] for key in KEYS if key in variables}
+    state = picked.pop("release_state", None) or {}
+    outcome = picked.pop("release_outcome", None) or {}
+    return {**state, **outcome, **picked}
 
 
 def _host_line(name: str, facts: dict[str, Any]) -> str:
-    report = facts.get("__release_switch") or {}
+    report = facts.get("switch") or {}
     if not report or report.get("skipped") or "steps" not in report:
-        live = (facts.get("__release_live") or {}).get("id", "") or "nothing"
+        live = (facts.get("live") or {}).get("id", "") or "nothing"
         return f"{name}: unchanged, serving {live}"
     steps = ", ".join(f"{s['step']} {s['seconds']:.1f}" for s in report["steps"])
     if report.get("failed"):
@@ -46,22 +46,24 @@ def release_summary(
 ) -> list[str]:
     """Lines of the summary: the run, the batches, then one line per host.
 
-    hostvars maps each host to its variables: ``__release_switch`` (the switch module's
-    report, absent or skipped when the host needed no switch), ``__release_target`` and
-    ``__release_commit`` (the release and its commit), ``__release_batch`` (the hosts switched
-    together) and ``djdeploy_run_started`` (epoch seconds when the run's preflight started).
+    hostvars maps each host to its variables, of which three are read: ``release_state`` (the
+    run's state: ``commit``, the commit released, and ``live``, the record of the release that
+    was live), ``release_outcome`` (set by the switch: ``switch``, the switch module's report,
+    skipped when the host needed no switch; ``target``, the release it serves; ``batch``, the
+    hosts switched together) and ``djdeploy_run_started`` (epoch seconds when the run's
+    preflight started).
     """
     facts = {h: _pick(hostvars[h]) if h in hostvars else {} for h in hosts}
     started = [float(f.get("djdeploy_run_started") or 0) for f in facts.values()]
     started = [t for t in started if t > 0]
     took = f"{now - min(started):.1f} s" if started else "unknown time"
-    targets = [f.get("__release_target", "") for f in facts.values() if f.get("__release_target")]
+    targets = [f.get("target", "") for f in facts.values() if f.get("target")]
     release = targets[0] if targets else "nothing"
-    commit = next((f["__release_commit"] for f in facts.values() if f.get("__release_commit")), "")
-    switched = [h for h in hosts if "steps" in (facts[h].get("__release_switch") or {})]
+    commit = next((f["commit"] for f in facts.values() if f.get("commit")), "")
+    switched = [h for h in hosts if "steps" in (facts[h].get("switch") or {})]
     batches: list[list[str]] = []
     for host in hosts:
-        batch = list(facts[host].get("__release_batch") or [host])
+        batch = list(facts[host].get("batch") or [host])
         if batch not in batches:
             batches.append(batch)
     lines = [

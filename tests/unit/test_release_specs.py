@@ -154,6 +154,30 @@ def variables_of_task_file(name: str, seen: set[str]) -> set[str]:
     return found
 
 
+def variables_set_in_task_file(name: str, seen: set[str]) -> set[str]:
+    """Variables tasks/<name> and the files it includes set themselves.
+
+    A set_fact, or the vars given to an include_tasks: such a variable is the entry point's own
+    (e.g. release_state, which build.yml sets for the later plays and rollback.yml gives the
+    switch), not an input its caller has to pass.
+    """
+    if name in seen:
+        return set()
+    seen.add(name)
+    tasks = load_yaml(ROLE / "tasks" / name)
+    found: set[str] = set()
+    for task in tasks_in(tasks):
+        set_fact = module_arg(task, {"set_fact"})
+        if set_fact is not None:
+            found |= set(set_fact[1])
+        include = module_arg(task, INCLUDES)
+        if include is not None:
+            found |= set(task.get("vars") or {})
+            target = include[1] if isinstance(include[1], str) else include[1]["file"]
+            found |= variables_set_in_task_file(target, seen)
+    return found
+
+
 def with_indirect(names: set[str]) -> set[str]:
     """names plus what the role vars and defaults among them read, transitively."""
     definitions = {
@@ -174,7 +198,8 @@ def with_indirect(names: set[str]) -> set[str]:
 def used_by_entry_point(entry: str) -> set[str]:
     """Public release_* variables entry point `entry` reads (role-internal vars excluded)."""
     role_vars = set(load_yaml(ROLE / "vars" / "main.yml"))
-    used = with_indirect(variables_of_task_file(f"{entry}.yml", set()))
+    read = variables_of_task_file(f"{entry}.yml", set())
+    used = with_indirect(read - variables_set_in_task_file(f"{entry}.yml", set()))
     return {n for n in used if n.startswith(PREFIX) and n not in role_vars}
 
 

@@ -23,21 +23,21 @@ def report(seconds: float = 2.5) -> dict[str, object]:
 def test_one_line_per_host_with_batches_and_time() -> None:
     hostvars = {
         "web1": {
-            "__release_switch": report(),
-            "__release_target": NEW,
-            "__release_commit": "bbbbbbbbcccccccc",
-            "__release_batch": ["web1"],
+            "release_state": {"commit": "bbbbbbbbcccccccc", "live": {"id": OLD}},
+            "release_outcome": {"switch": report(), "target": NEW, "batch": ["web1"]},
             "djdeploy_run_started": 100.0,
             "unrelated": "never read",
         },
         "web2": {
-            "__release_switch": {"skipped": True},
-            "__release_target": NEW,
-            "__release_batch": ["web2", "web3"],
-            "__release_live": {"id": NEW},
+            "release_state": {"live": {"id": NEW}},
+            "release_outcome": {
+                "switch": {"skipped": True},
+                "target": NEW,
+                "batch": ["web2", "web3"],
+            },
             "djdeploy_run_started": 100.2,
         },
-        "web3": {"__release_batch": ["web2", "web3"]},
+        "web3": {"release_outcome": {"batch": ["web2", "web3"]}},
     }
     lines = summary.release_summary(
         hostvars,
@@ -66,7 +66,7 @@ def test_only_the_summary_keys_are_read() -> None:
             assert key in summary.KEYS, key
             return super().__getitem__(key)
 
-    hostvars = {"web1": Strict(__release_target=NEW, secret="x")}
+    hostvars = {"web1": Strict(release_outcome={"target": NEW}, secret="x")}
     lines = summary.release_summary(
         hostvars, ["web1"], app="demo", action="rollback", url="u", now=1.0
     )
