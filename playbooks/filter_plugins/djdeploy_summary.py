@@ -7,6 +7,7 @@ from typing import Any
 # The only variables read (reading all of a host's variables would template every one of them).
 KEYS = (
     "__release_switch",
+    "__release_build",
     "__release_target",
     "__release_commit",
     "__release_batch",
@@ -32,7 +33,21 @@ def _host_line(name: str, facts: dict[str, Any]) -> str:
     return (
         f"{name}: {report['release']} on {report['live_color']} (was {previous} on {old}),"
         f" host work {report['seconds']:.1f} s ({steps})"
-    )
+    ) + _build_part(facts.get("__release_build") or {})
+
+
+def _build_part(build: dict[str, Any]) -> str:
+    """The build of this run on the host (the build module's report), when it built one:
+    its time and the install step's, with the installer, or that the venv was reused."""
+    if "steps" not in build or "seconds" not in build or "plan" in build:  # plan: check mode
+        return ""
+    if build.get("venv_reused"):
+        return f", build {build['seconds']:.1f} s (venv reused)"
+    install = next((s["seconds"] for s in build["steps"] if s.get("step") == "install"), None)
+    if install is None:
+        return f", build {build['seconds']:.1f} s"
+    installer = (build.get("project") or {}).get("installer") or "?"
+    return f", build {build['seconds']:.1f} s (install {install:.1f} s with {installer})"
 
 
 def release_summary(
@@ -47,7 +62,8 @@ def release_summary(
     """Lines of the summary: the run, the batches, then one line per host.
 
     hostvars maps each host to its variables: ``__release_switch`` (the switch module's
-    report, absent or skipped when the host needed no switch), ``__release_target`` and
+    report, absent or skipped when the host needed no switch), ``__release_build`` (the build
+    module's report, absent when the run built nothing on the host), ``__release_target`` and
     ``__release_commit`` (the release and its commit), ``__release_batch`` (the hosts switched
     together) and ``djdeploy_run_started`` (epoch seconds when the run's preflight started).
     """
