@@ -45,14 +45,16 @@ app_installer decides between pip and `uv pip install`. A release whose requirem
 builds a new venv from scratch (the venv is keyed by the requirements and the installer), so
 what differs between the two runs is the installer and its cache. "Same cache options": each
 installer has its cache in the build user's cache (shared/build-cache/pip, .../uv), left as
-the earlier releases left it, and both start from the same contents: the starting
-requirements, and not the new package. pip's cache got them at the first converge; uv's gets
-them from a warm-up release (unmeasured: a code-only commit released with app_installer=uv,
-which also absorbs the switch back to the plain demo app's settings). Then:
+the earlier releases left it, and both start from the same contents, filled a minute or two
+before (so neither has fresher index pages than the other): the starting requirements, and
+not the new package. Two warm-up releases (unmeasured) fill them:
 
+  0. a commit adding a comment line to requirements.txt (same packages, a new venv key),
+     released with app_installer=pip (which also absorbs the switch back to the plain demo
+     app's settings), then a code-only commit on top, released with app_installer=uv;
   1. a commit adding REQUIREMENTS_PACKAGE (pure Python, no dependencies, pinned) to
      requirements.txt, released with app_installer=pip;
-  2. a rollback to the warm-up release (unmeasured), so both runs start from the same live
+  2. a rollback to the uv warm-up release (unmeasured), so both runs start from the same live
      release and requirements;
   3. a code-only commit on top of (1) (same requirements), released with app_installer=uv.
 
@@ -98,6 +100,9 @@ SLOW_BOOT_ENV = {"DEMO_BOOT_DELAY": "2"}
 # dependencies, one small wheel, pinned (the same package and version for every installer).
 REQUIREMENTS_PACKAGE = "six==1.17.0"
 INSTALLERS = ("pip", "uv")
+# Added to requirements.txt before the warm-up releases: the same packages in a new venv.
+# (Both go into the shell script of push_commit between single quotes: none in them.)
+WARMUP = "# bench: warm-up of the installer caches"
 REPO_PATH = "/srv/git/demo.git"  # on the first host (tools.demo.seed_repository)
 NAIVE_APP_DIR = "/home/deploy/demo"
 NAIVE_SINGLE_ONLY = "the naive baseline is single-host only: compare with the single topology"
@@ -524,9 +529,8 @@ def measure_requirements_release(
     ``out`` as it goes (a failure keeps what was measured)."""
     out["package"] = REQUIREMENTS_PACKAGE
     out["caches"] = (
-        "each installer's own cache in the build user's cache as the earlier releases left"
-        " it: the starting requirements (pip's from the first converge, uv's from the warm-up"
-        " release), not the new package"
+        "each installer's own cache in the build user's cache as its warm-up release left it:"
+        " the starting requirements, not the new package"
     )
 
     def release(installer: str) -> Run:
@@ -534,12 +538,15 @@ def measure_requirements_release(
             inventory, "playbooks/release.yml", "-e", f"app_installer={installer}", secrets=secrets
         )
 
-    log("single: ours, requirements release: warm-up of uv's cache (code-only, app_installer=uv)")
-    push_commit(container, "bench uv warm-up")
-    out["uv_warmup"] = installer_run(release("uv"), "uv")
+    for installer in INSTALLERS:
+        log(f"single: ours, requirements release: warm-up of {installer}'s cache")
+        # The first warm-up changes the file (a comment: same packages, a new venv key), the
+        # second is code-only: each builds a venv of the starting requirements.
+        push_commit(container, f"bench {installer} warm-up", WARMUP if installer == "pip" else "")
+        out[f"{installer}_warmup"] = installer_run(release(installer), installer)
     for n, installer in enumerate(INSTALLERS):
         if n:
-            log("single: ours, requirements release: rollback to the warm-up release")
+            log("single: ours, requirements release: rollback to the last warm-up release")
             playbook(inventory, "playbooks/rollback.yml", secrets=secrets)
         log(f"single: ours, requirements release (+{REQUIREMENTS_PACKAGE}) with {installer}")
         push_commit(container, f"bench requirements {installer}", REQUIREMENTS_PACKAGE)

@@ -232,3 +232,37 @@ def test_a_requirements_commit_adds_the_pinned_line_once(monkeypatch: pytest.Mon
     assert all("git push -q origin HEAD:main" in s for s in scripts)
     name, version = bench.REQUIREMENTS_PACKAGE.split("==")
     assert name and version, "pinned to an exact version"
+    assert "'" not in bench.REQUIREMENTS_PACKAGE + bench.WARMUP
+
+
+def test_the_requirements_release_warms_both_caches_then_starts_both_from_the_same_release(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    steps: list[tuple[str, ...]] = []
+
+    def push(container: str, message: str, requirement: str = "") -> None:
+        steps.append(("push", requirement))
+
+    def playbook(inventory: Path, path: str, *args: str, secrets: Path) -> bench.Run:
+        steps.append((Path(path).stem, *args))
+        installer = args[-1].partition("=")[2] if args else None
+        build = {"build_s": 20.0, "install_s": 9.0, "installer": installer}
+        return bench.Run(30.0, 10, 2.0, [build] if installer else [])
+
+    monkeypatch.setattr(bench, "push_commit", push)
+    monkeypatch.setattr(bench, "playbook", playbook)
+    out: dict[str, Any] = {}
+    bench.measure_requirements_release(tmp_path, tmp_path / "s.yml", "c", out)
+    assert steps == [
+        ("push", bench.WARMUP),
+        ("release", "-e", "app_installer=pip"),
+        ("push", ""),
+        ("release", "-e", "app_installer=uv"),
+        ("push", bench.REQUIREMENTS_PACKAGE),
+        ("release", "-e", "app_installer=pip"),
+        ("rollback",),
+        ("push", bench.REQUIREMENTS_PACKAGE),
+        ("release", "-e", "app_installer=uv"),
+    ]
+    assert out["pip"]["installer"] == "pip" and out["uv"]["install_s"] == 9.0
+    assert set(out) == {"package", "caches", "pip_warmup", "uv_warmup", "pip", "uv"}
