@@ -11,6 +11,8 @@ container), and measures as wall seconds:
   no-op re-run       site.yml again (and how many tasks reported a change)
   code-only release  a new commit pushed to the repository the hosts fetch, playbooks/release.yml
   rollback           playbooks/rollback.yml
+  requirements release (single only) a commit whose requirements changed, released once with
+                     app_installer=pip and once with app_installer=uv (see below)
 
 While releasing and rolling back it runs the load probe (tools/probe.py) through nginx over
 HTTPS from this machine to the container's address on the bench network, at --rate
@@ -36,6 +38,31 @@ Connection: Ansible reaches every bench host over real SSH, as the `deploy` user
 container's address on the bench network (port 22, no published ports: nothing collides with
 other users' port mappings), in both topologies, as it would reach a real server; no docker
 connection plugin, so what is timed includes SSH like a real deploy.
+
+Requirements release (single topology, after the rest of ours, without the load probe: it
+compares installers, not availability). The demo app installs from requirements.txt, so
+app_installer decides between pip and `uv pip install`. A release whose requirements changed
+builds a new venv from scratch (the venv is keyed by the requirements and the installer), so
+what differs between the two runs is the installer and its cache. "Same cache options": each
+installer has its cache in the build user's cache (shared/build-cache/pip, .../uv), left as
+the earlier releases left it, and both start from the same contents, filled a minute or two
+before (so neither has fresher index pages than the other): the starting requirements, and
+not the new package. Two warm-up releases (unmeasured) fill them:
+
+  0. a commit adding a comment line to requirements.txt (same packages, a new venv key),
+     released with app_installer=pip (which also absorbs the switch back to the plain demo
+     app's settings), then a code-only commit on top, released with app_installer=uv;
+  1. a commit adding REQUIREMENTS_PACKAGE (pure Python, no dependencies, pinned) to
+     requirements.txt, released with app_installer=pip;
+  2. a rollback to the uv warm-up release (unmeasured), so both runs start from the same live
+     release and requirements;
+  3. a code-only commit on top of (1) (same requirements), released with app_installer=uv.
+
+Both runs thus fetch the repository, build a venv of the same requirements from scratch and
+download the same new package into a cache that does not have it; pip runs first. Each
+records the run's wall seconds and, from the run's summary, the build's seconds, its install
+step's and the installer (ours.requirements_release in results.json, and a line of the
+summary; ratios uv against pip).
 
 results.json keeps the topologies of an earlier run that this run does not measure (each with
 the date and settings of the run that measured it, under `from_run`): `--topology multi` adds
@@ -69,6 +96,13 @@ PREFIX = "djdeploy-bench-"
 NETWORK = "djdeploy-bench"
 SERVER_NAME = "demo.bench.test"
 SLOW_BOOT_ENV = {"DEMO_BOOT_DELAY": "2"}
+# Added to the demo app's requirements for the requirements release: pure Python, no
+# dependencies, one small wheel, pinned (the same package and version for every installer).
+REQUIREMENTS_PACKAGE = "six==1.17.0"
+INSTALLERS = ("pip", "uv")
+# Added to requirements.txt before the warm-up releases: the same packages in a new venv.
+# (Both go into the shell script of push_commit between single quotes: none in them.)
+WARMUP = "# bench: warm-up of the installer caches"
 REPO_PATH = "/srv/git/demo.git"  # on the first host (tools.demo.seed_repository)
 NAIVE_APP_DIR = "/home/deploy/demo"
 NAIVE_SINGLE_ONLY = "the naive baseline is single-host only: compare with the single topology"
@@ -175,12 +209,18 @@ def serve_repository(host: Host) -> str:
     return f"git://{host.ip}/demo.git"
 
 
-def push_commit(container: str, message: str) -> None:
-    """A code-only change (a comment in a view), pushed to the repository the hosts fetch."""
+def push_commit(container: str, message: str, requirement: str = "") -> None:
+    """A code-only change (a comment in a view), pushed to the repository the hosts fetch;
+    with ``requirement``, that line is added to requirements.txt too (when it lacks it)."""
+    add = (
+        f"grep -qxF '{requirement}' requirements.txt || echo '{requirement}' >> requirements.txt; "
+        if requirement
+        else ""
+    )
     script = (
         "set -eu; tmp=$(mktemp -d); trap 'rm -rf \"$tmp\"' EXIT; "
         f'git clone -q {REPO_PATH} "$tmp/w"; cd "$tmp/w"; '
-        f"echo '# {message}' >> greetings/views.py; "
+        f"echo '# {message}' >> greetings/views.py; {add}"
         "git -c user.name=bench -c user.email=bench@example.invalid commit -qam "
         f"'{message}'; git push -q origin HEAD:main"
     )
@@ -247,15 +287,44 @@ class Run:
     # Seconds of the hosts' own switch work, from the switch module's reports in the run's
     # summary (None when the run switched no host): the floor under the run's total.
     host_work: float | None = None
+    # The build of each host that built in the run, from the summary (build_work).
+    builds: list[dict[str, Any]] = field(default_factory=list)
 
 
 HOST_WORK = re.compile(r" host work ([0-9.]+) s ")
+BUILD_WORK = re.compile(
+    r", build ([0-9.]+) s(?: \((?:install ([0-9.]+) s with ([\w?-]+)|venv reused)\))?"
+)
+
+
+def summary_text(text: str) -> str:
+    """The run's summary, on one line: the output's YAML folds long lines at spaces."""
+    return " ".join(text.rpartition("TASK [Summary |")[2].split())
 
 
 def host_work(text: str) -> float | None:
     """The sum of the hosts' switch work printed by the release summary (None: no switch)."""
-    found = [float(x) for x in HOST_WORK.findall(text.rpartition("TASK [Summary |")[2])]
+    found = [float(x) for x in HOST_WORK.findall(summary_text(text))]
     return round(sum(found), 2) if found else None
+
+
+def describe_build(build: dict[str, Any]) -> str:
+    if build.get("install_s") is None:
+        return f"build {build['build_s']} s (no install)"
+    return f"build {build['build_s']} s (install {build['install_s']} s with {build['installer']})"
+
+
+def build_work(text: str) -> list[dict[str, Any]]:
+    """Each host's build printed by the release summary (the build module's report): its
+    seconds, its install step's and the installer (both None: the venv was reused)."""
+    return [
+        {
+            "build_s": float(build),
+            "install_s": float(install) if install else None,
+            "installer": installer or None,
+        }
+        for build, install, installer in BUILD_WORK.findall(summary_text(text))
+    ]
 
 
 class BenchError(RuntimeError):
@@ -295,8 +364,13 @@ def playbook(inventory: Path, path: str, *args: str, secrets: Path) -> Run:
     recap = text.rpartition("PLAY RECAP")[2]
     changed = sum(int(n) for n in re.findall(r"changed=(\d+)", recap))
     work = host_work(text)
-    log(f"  {seconds} s, changed={changed}" + (f", host work {work} s" if work is not None else ""))
-    return Run(seconds, changed, work)
+    builds = build_work(text)
+    log(
+        f"  {seconds} s, changed={changed}"
+        + (f", host work {work} s" if work is not None else "")
+        + "".join(f", {describe_build(b)}" for b in builds)
+    )
+    return Run(seconds, changed, work, builds)
 
 
 # --- measurements under load -------------------------------------------------------------
@@ -427,6 +501,56 @@ def measure_ours(topo: Topology, load: Load, results: dict[str, Any], repo: str)
         if app == "demo":
             timings["code_release"] = app_results["release"]["seconds"]
             timings["rollback"] = app_results["rollback"]["seconds"]
+    if topo.name == "single":
+        inventory = write_inventory(topo, state, {}, extra)
+        measure_requirements_release(
+            inventory, secrets, topo.hosts[0].name, results.setdefault("requirements_release", {})
+        )
+
+
+def installer_run(run: Run, installer: str) -> dict[str, Any]:
+    """What results.json keeps of a release with one installer: the run's seconds and its
+    (single) host's build from the summary."""
+    build = run.builds[0] if run.builds else {}
+    return {
+        "app_installer": installer,
+        "seconds": run.seconds,
+        "build_s": build.get("build_s"),
+        "install_s": build.get("install_s"),
+        "installer": build.get("installer"),
+        "host_work_s": run.host_work,
+    }
+
+
+def measure_requirements_release(
+    inventory: Path, secrets: Path, container: str, out: dict[str, Any]
+) -> None:
+    """A release whose requirements changed, with pip and with uv (module docstring). Fills
+    ``out`` as it goes (a failure keeps what was measured)."""
+    out["package"] = REQUIREMENTS_PACKAGE
+    out["caches"] = (
+        "each installer's own cache in the build user's cache as its warm-up release left it:"
+        " the starting requirements, not the new package"
+    )
+
+    def release(installer: str) -> Run:
+        return playbook(
+            inventory, "playbooks/release.yml", "-e", f"app_installer={installer}", secrets=secrets
+        )
+
+    for installer in INSTALLERS:
+        log(f"single: ours, requirements release: warm-up of {installer}'s cache")
+        # The first warm-up changes the file (a comment: same packages, a new venv key), the
+        # second is code-only: each builds a venv of the starting requirements.
+        push_commit(container, f"bench {installer} warm-up", WARMUP if installer == "pip" else "")
+        out[f"{installer}_warmup"] = installer_run(release(installer), installer)
+    for n, installer in enumerate(INSTALLERS):
+        if n:
+            log("single: ours, requirements release: rollback to the last warm-up release")
+            playbook(inventory, "playbooks/rollback.yml", secrets=secrets)
+        log(f"single: ours, requirements release (+{REQUIREMENTS_PACKAGE}) with {installer}")
+        push_commit(container, f"bench requirements {installer}", REQUIREMENTS_PACKAGE)
+        out[installer] = installer_run(release(installer), installer)
 
 
 def measure_naive(host: Host, load: Load, results: dict[str, Any]) -> None:
@@ -544,6 +668,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
                         f"{p['sent']:6} {p['failed']:6} {p['failed_pct']:6} {lat['p50']:7} "
                         f"{lat['p99']:7} {lat['max']:8} {entry.get('host_work_s') or '':>9}"
                     )
+        lines += requirements_lines(topo, res.get("ours", {}).get("requirements_release") or {})
         for stack in ("ours", "naive"):
             timings = res.get(stack, {}).get("timings_s")
             if timings:
@@ -556,9 +681,32 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def requirements_lines(topo: str, entry: dict[str, Any]) -> list[str]:
+    """Rows of the summary table for the requirements release, one per installer (no probe:
+    the build and install seconds stand where the probe's columns are)."""
+    lines = []
+    for installer in INSTALLERS:
+        run = entry.get(installer)
+        if not run:
+            continue
+        action = f"reqs ({installer})"
+        install = run.get("install_s")
+        build = (
+            f"build {run.get('build_s')} s, install {install} s with {run.get('installer')}"
+            if install is not None
+            else "no install reported (venv reused?)"
+        )
+        lines.append(
+            f"{topo:8} {'ours':6} {'demo':12} {action:14} {run['seconds']:7} "
+            f"no load: {build} (+{entry.get('package', '?')})"
+        )
+    return lines
+
+
 def ratios(results: dict[str, Any]) -> dict[str, float]:
     """The issue's targets as ratios of the same run: release and rollback against the naive
-    baseline, the no-op site.yml against the first converge, multi-host against single."""
+    baseline, the no-op site.yml against the first converge, multi-host against single, and
+    the requirements release (and its install step) with uv against pip."""
     out: dict[str, float] = {}
     topos = results.get("topologies", {})
     single = topos.get("single", {})
@@ -572,6 +720,11 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
     timings = ours.get("timings_s", {})
     if timings.get("noop_rerun") and timings.get("first_converge"):
         out["noop_vs_first_converge"] = round(timings["noop_rerun"] / timings["first_converge"], 3)
+    reqs = ours.get("requirements_release", {})
+    pip, uv = reqs.get("pip") or {}, reqs.get("uv") or {}
+    for key, name in (("seconds", "requirements_release"), ("install_s", "install")):
+        if pip.get(key) and uv.get(key):
+            out[f"{name}_uv_vs_pip"] = round(uv[key] / pip[key], 2)
     multi = topos.get("multi", {}).get("ours", {}).get("demo", {}).get("release", {})
     mine = ours.get("demo", {}).get("release", {}).get("seconds")
     if multi.get("seconds") and mine:

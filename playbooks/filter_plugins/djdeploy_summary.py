@@ -32,7 +32,21 @@ def _host_line(name: str, facts: dict[str, Any]) -> str:
     return (
         f"{name}: {report['release']} on {report['live_color']} (was {previous} on {old}),"
         f" host work {report['seconds']:.1f} s ({steps})"
-    )
+    ) + _build_part(facts.get("build") or {})
+
+
+def _build_part(build: dict[str, Any]) -> str:
+    """The build of this run on the host (the build module's report), when it built one:
+    its time and the install step's, with the installer, or that the venv was reused."""
+    if "steps" not in build or "seconds" not in build or "plan" in build:  # plan: check mode
+        return ""
+    if build.get("venv_reused"):
+        return f", build {build['seconds']:.1f} s (venv reused)"
+    install = next((s["seconds"] for s in build["steps"] if s.get("step") == "install"), None)
+    if install is None:
+        return f", build {build['seconds']:.1f} s"
+    installer = (build.get("project") or {}).get("installer") or "?"
+    return f", build {build['seconds']:.1f} s (install {install:.1f} s with {installer})"
 
 
 def release_summary(
@@ -47,8 +61,9 @@ def release_summary(
     """Lines of the summary: the run, the batches, then one line per host.
 
     hostvars maps each host to its variables, of which three are read: ``release_state`` (the
-    run's state: ``commit``, the commit released, and ``live``, the record of the release that
-    was live), ``release_outcome`` (set by the switch: ``switch``, the switch module's report,
+    run's state: ``commit``, the commit released, ``live``, the record of the release that was
+    live, and ``build``, the build module's report when the run built on the host),
+    ``release_outcome`` (set by the switch: ``switch``, the switch module's report,
     skipped when the host needed no switch; ``target``, the release it serves; ``batch``, the
     hosts switched together) and ``djdeploy_run_started`` (epoch seconds when the run's
     preflight started).

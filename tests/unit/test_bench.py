@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tools import bench
+from tools import bench, demo
 
 
 def test_playbook_groups_are_read_from_the_playbooks() -> None:
@@ -144,3 +144,125 @@ def test_ratios_follow_the_issue_targets() -> None:
         "noop_vs_first_converge": 0.125,
         "multi_release_vs_single": 1.5,
     }
+
+
+SUMMARY = (
+    "TASK [Build | Mirror, check the project, export, build the venv] ***\n"
+    "TASK [Summary | Print the release, the batches and one line per host] ***\n"
+    "ok: [djdeploy-bench-one] =>\n    msg:\n    - 'release of demo: r (commit c), 1 of 1 host(s)'\n"
+    "    - 'djdeploy-bench-one: r on blue (was a on green), host work 2.5 s (prepare 0.3,\n"
+    "      start 1.0), build 31.4 s (install\n      18.25 s with uv)'\n"
+    "PLAY RECAP ***\nBuild | Mirror, check the project, export, build the venv ---- 31.50s\n"
+)
+
+
+def test_build_work_reads_each_host_s_build_from_the_folded_summary() -> None:
+    assert bench.build_work(SUMMARY) == [{"build_s": 31.4, "install_s": 18.25, "installer": "uv"}]
+    assert bench.host_work(SUMMARY) == 2.5
+    reused = "TASK [Summary | x]\n- 'web1: r on blue (was a on green), host work 1.0 s (start\n"
+    reused += "  1.0), build 3.5 s (venv reused)'\n- 'web2: r on blue (was a on green), host"
+    reused += " work 1.0 s (start 1.0), build 2.0 s (install 1.5 s with pip)'\n"
+    assert bench.build_work(reused) == [
+        {"build_s": 3.5, "install_s": None, "installer": None},
+        {"build_s": 2.0, "install_s": 1.5, "installer": "pip"},
+    ]
+    assert bench.build_work("TASK [Summary | x]\nweb1: unchanged, serving r\n") == []
+
+
+def test_an_installer_run_keeps_the_seconds_and_the_build() -> None:
+    run = bench.Run(40.2, 12, 2.5, [{"build_s": 31.4, "install_s": 18.25, "installer": "uv"}])
+    assert bench.installer_run(run, "uv") == {
+        "app_installer": "uv",
+        "seconds": 40.2,
+        "build_s": 31.4,
+        "install_s": 18.25,
+        "installer": "uv",
+        "host_work_s": 2.5,
+    }
+    assert bench.installer_run(bench.Run(1.0, 0), "pip")["install_s"] is None
+
+
+def requirements_results() -> dict[str, Any]:
+    def run(installer: str, seconds: float, install: float) -> dict[str, Any]:
+        return {
+            "app_installer": installer,
+            "seconds": seconds,
+            "build_s": install + 10,
+            "install_s": install,
+            "installer": installer,
+            "host_work_s": 2.5,
+        }
+
+    return {
+        "package": bench.REQUIREMENTS_PACKAGE,
+        "uv_warmup": run("uv", 30.0, 5.0),
+        "pip": run("pip", 40.0, 20.0),
+        "uv": run("uv", 30.0, 5.0),
+    }
+
+
+def test_the_summary_has_a_row_per_installer_of_the_requirements_release() -> None:
+    results = {
+        "topologies": {
+            "single": {"available": True, "ours": {"requirements_release": requirements_results()}}
+        }
+    }
+    rows = [line for line in bench.summary_lines(results) if "reqs" in line]
+    assert [row.split()[:6] for row in rows] == [
+        ["single", "ours", "demo", "reqs", "(pip)", "40.0"],
+        ["single", "ours", "demo", "reqs", "(uv)", "30.0"],
+    ]
+    assert rows[0].endswith(
+        f"no load: build 30.0 s, install 20.0 s with pip (+{bench.REQUIREMENTS_PACKAGE})"
+    )
+    assert bench.ratios(results) == {
+        "requirements_release_uv_vs_pip": 0.75,
+        "install_uv_vs_pip": 0.25,
+    }
+
+
+def test_a_requirements_commit_adds_the_pinned_line_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    scripts: list[str] = []
+    monkeypatch.setattr(demo, "sh", lambda *cmd, **kw: scripts.append(cmd[-1]))
+    bench.push_commit("c", "reqs", "six==1.17.0")
+    bench.push_commit("c", "code only")
+    added = "grep -qxF 'six==1.17.0' requirements.txt || echo 'six==1.17.0' >> requirements.txt;"
+    assert added in scripts[0]
+    assert "requirements.txt" not in scripts[1]
+    assert all("git push -q origin HEAD:main" in s for s in scripts)
+    name, version = bench.REQUIREMENTS_PACKAGE.split("==")
+    assert name and version, "pinned to an exact version"
+    assert "'" not in bench.REQUIREMENTS_PACKAGE + bench.WARMUP
+
+
+def test_the_requirements_release_warms_both_caches_then_starts_both_from_the_same_release(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    steps: list[tuple[str, ...]] = []
+
+    def push(container: str, message: str, requirement: str = "") -> None:
+        steps.append(("push", requirement))
+
+    def playbook(inventory: Path, path: str, *args: str, secrets: Path) -> bench.Run:
+        steps.append((Path(path).stem, *args))
+        installer = args[-1].partition("=")[2] if args else None
+        build = {"build_s": 20.0, "install_s": 9.0, "installer": installer}
+        return bench.Run(30.0, 10, 2.0, [build] if installer else [])
+
+    monkeypatch.setattr(bench, "push_commit", push)
+    monkeypatch.setattr(bench, "playbook", playbook)
+    out: dict[str, Any] = {}
+    bench.measure_requirements_release(tmp_path, tmp_path / "s.yml", "c", out)
+    assert steps == [
+        ("push", bench.WARMUP),
+        ("release", "-e", "app_installer=pip"),
+        ("push", ""),
+        ("release", "-e", "app_installer=uv"),
+        ("push", bench.REQUIREMENTS_PACKAGE),
+        ("release", "-e", "app_installer=pip"),
+        ("rollback",),
+        ("push", bench.REQUIREMENTS_PACKAGE),
+        ("release", "-e", "app_installer=uv"),
+    ]
+    assert out["pip"]["installer"] == "pip" and out["uv"]["install_s"] == 9.0
+    assert set(out) == {"package", "caches", "pip_warmup", "uv_warmup", "pip", "uv"}

@@ -117,7 +117,9 @@ class FakeHost:
             (venv / "bin/gunicorn").write_text("#!python\n")
             return 0, "", ""
         if "pip" in argv:
-            venv = Path(argv[3]).parent.parent
+            # pip runs as <venv>/bin/python -m pip, uv as uv pip install --python <venv>/bin/python
+            python = argv[argv.index("--python") + 1] if "--python" in argv else argv[3]
+            venv = Path(python).parent.parent
             (venv / "lib").mkdir(exist_ok=True)
             (venv / "lib/site.py").write_text("")
             if self.install_fails:
@@ -281,6 +283,7 @@ def test_a_fresh_build_runs_every_step_in_order_each_as_its_user(app_root: Path)
         "dependencies": [],
         "requires_python": ">=3.11",
         "python_version": PYTHON_VERSION,
+        "installer": "pip",
         "venv": venv,
     }
     assert report.warnings == []
@@ -335,6 +338,7 @@ def test_a_fresh_build_runs_every_step_in_order_each_as_its_user(app_root: Path)
         "built_at": "2026-01-02T03:04:05Z",
         "built_by": "alice",
         "install_method": "requirements",
+        "installer": "pip",
         "install_source": "requirements.txt",
         "requires_python": ">=3.11",
         "python_version": "3.11.2",
@@ -608,6 +612,33 @@ def test_a_uv_project_syncs_its_lock_as_the_build_user(app_root: Path) -> None:
     assert sync.env["https_proxy"] == "http://proxy:3128"
 
 
+def test_the_uv_installer_fills_a_venv_of_its_own_and_is_recorded(app_root: Path) -> None:
+    host = FakeHost(app_root)
+    inspect = bm.Inspect(installer="uv", extra_packages=["gunicorn"], index_url="https://i.example")
+    report = make(app_root, host, inspect=inspect).execute()
+
+    assert Path(report.venv).name != VENV_KEY, "a venv pip built is not reused for uv"
+    assert report.project["installer"] == report.record["installer"] == "uv"
+    assert report.record["install_method"] == "requirements"
+    installs = [c for c in host.commands if "install" in c.argv]
+    assert [c.account.user for c in installs] == ["demo-build", "demo-build"]
+    requirements, extra = installs
+    uv_pip = ["nice", "-n", "10", "/opt/djdeploy/tools/bin/uv", "pip", "install", "--python"]
+    assert requirements.argv == [
+        *uv_pip,
+        f"{report.venv}/bin/python",
+        "-r",
+        f"{release_dir(app_root)}/requirements.txt",
+    ]
+    assert extra.argv == [*uv_pip, f"{report.venv}/bin/python", "gunicorn"]
+    assert requirements.env["UV_CACHE_DIR"] == f"{app_root}/shared/build-cache/uv"
+    assert requirements.env["UV_DEFAULT_INDEX"] == "https://i.example"
+    assert requirements.env["UV_LINK_MODE"] == "copy"
+    assert requirements.env["https_proxy"] == "http://proxy:3128"
+    assert not any("-m" in c.argv and "pip" in c.argv for c in host.commands)
+    assert (Path(report.venv) / ".djdeploy-complete").is_file()
+
+
 def test_check_mode_reads_the_project_when_the_mirror_holds_the_commit(app_root: Path) -> None:
     host = FakeHost(app_root)
     host.mirror.mkdir(parents=True)
@@ -620,7 +651,7 @@ def test_check_mode_reads_the_project_when_the_mirror_holds_the_commit(app_root:
     venv = app_root / "venvs" / VENV_KEY
     assert plan["plan"][0] == f"export {COMMIT} into {release_dir(app_root)} as demo-build"
     assert plan["plan"][1] == (
-        f"build the venv {venv} as demo-build (2 install step(s), requirements)"
+        f"build the venv {venv} as demo-build (2 install step(s), requirements with pip)"
     )
     assert plan["venv"] == str(venv) and plan["project"]["method"] == "requirements"
     assert {user for user, _ in host.calls} == {"deploy"} and host.chowns == []
@@ -652,6 +683,7 @@ def test_the_options_reach_the_project_step(monkeypatch: pytest.MonkeyPatch) -> 
         "cache_dir": "/srv/demo/shared/build-cache",
         "python": "/usr/bin/python3",
         "method": "uv",
+        "installer": "uv",
         "requirements_file": "reqs/live.txt",
         "knobs": {"python": "app_python"},
         "tools_dir": "/opt/tools",
@@ -674,6 +706,7 @@ def test_the_options_reach_the_project_step(monkeypatch: pytest.MonkeyPatch) -> 
     cfg = bm.config_from_params(params)
     assert cfg.inspect == bm.Inspect(
         method="uv",
+        installer="uv",
         requirements_file="reqs/live.txt",
         knobs={"python": "app_python"},
         tools_dir="/opt/tools",

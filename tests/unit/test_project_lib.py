@@ -6,6 +6,8 @@ in the build are in test_build_module.py.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 
 import pytest
@@ -246,6 +248,123 @@ def test_the_venv_is_keyed_by_its_inputs() -> None:
     assert project.venv_path(found, options(extra_packages=[])) != same
     newer = project.inspect_project(reader(base), "3.13.1")
     assert project.venv_path(newer, options()) != same
+
+
+# The pip-based methods: (files, what follows the installer's own arguments).
+BUILD_SYSTEM = UV_PYPROJECT + '\n[build-system]\nrequires = ["hatchling"]\n'
+PIP_BASED = {
+    "requirements": ({"r.txt": "django==5.2\n"}, ["-r", "/srv/a/releases/r1/r.txt"]),
+    "pyproject-build-system": ({"pyproject.toml": BUILD_SYSTEM}, ["/srv/a/releases/r1"]),
+    "pyproject-dependencies": ({"pyproject.toml": UV_PYPROJECT}, ["django>=5.2", "gunicorn"]),
+}
+
+
+@pytest.mark.parametrize("shape", PIP_BASED)
+def test_pip_and_uv_build_the_same_install_for_each_pip_based_method(shape: str) -> None:
+    files, target = PIP_BASED[shape]
+    wanted = "r.txt" if shape == "requirements" else ""
+    found = project.inspect_project(reader(files), "3.11.2", requirements_file=wanted)
+    extra_args = ["--only-binary", ":all:"]
+    pip_options = options(extra_args=extra_args, installer="pip")
+    uv_options = options(extra_args=extra_args, installer="uv", index_url="https://idx.example/s")
+    pip_venv = project.venv_path(found, pip_options)
+    uv_venv = project.venv_path(found, uv_options)
+    assert pip_venv != uv_venv
+
+    pip_steps = project.install_steps(found, pip_options)
+    assert [s["argv"] for s in pip_steps] == [
+        [
+            *["nice", "-n", "10", f"{pip_venv}/bin/python", "-m", "pip", "install"],
+            *["--disable-pip-version-check", "--no-input"],
+            *["--cache-dir", "/srv/a/shared/cache/pip", *extra_args, *target],
+        ],
+        [
+            *["nice", "-n", "10", f"{pip_venv}/bin/python", "-m", "pip", "install"],
+            *["--disable-pip-version-check", "--no-input"],
+            *["--cache-dir", "/srv/a/shared/cache/pip", *extra_args, "gunicorn"],
+        ],
+    ]
+    assert all(s["env"] == {} for s in pip_steps)
+
+    uv_steps = project.install_steps(found, uv_options)
+    uv_pip = ["nice", "-n", "10", "/opt/djdeploy/tools/bin/uv", "pip", "install"]
+    uv_pip += ["--python", f"{uv_venv}/bin/python"]
+    assert [s["argv"] for s in uv_steps] == [
+        [*uv_pip, *extra_args, *target],
+        [*uv_pip, *extra_args, "gunicorn"],
+    ]
+    for step in uv_steps:
+        assert step["env"] == {
+            "UV_PYTHON_DOWNLOADS": "never",
+            "UV_LINK_MODE": "copy",
+            "UV_NO_PROGRESS": "1",
+            "UV_COMPILE_BYTECODE": "1",
+            "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
+            "UV_CACHE_DIR": "/srv/a/shared/cache/uv",
+            "UV_DEFAULT_INDEX": "https://idx.example/s",
+        }
+    assert project.installer_of(found, uv_options) == "uv"
+    assert project.installer_of(found, pip_options) == "pip"
+
+
+def test_uv_requires_hashes_of_a_hashed_file_but_not_of_the_extra_packages() -> None:
+    files = {"requirements.txt": "django==5.2 --hash=sha256:00"}
+    found = project.inspect_project(reader(files), "3.11.2")
+    first, extra = project.install_steps(found, options(installer="uv"))
+    assert first["argv"][-3:] == ["--require-hashes", "-r", "/srv/a/releases/r1/requirements.txt"]
+    assert "--require-hashes" not in extra["argv"] and extra["argv"][-1] == "gunicorn"
+    plain = project.inspect_project(reader({"requirements.txt": "django\n"}), "3.11.2")
+    assert all(
+        "--require-hashes" not in s["argv"]
+        for s in project.install_steps(plain, options(installer="uv"))
+    )
+
+
+def test_uv_extra_indexes_and_the_ca_bundle_reach_uv_pip() -> None:
+    found = project.inspect_project(reader({"requirements.txt": "django\n"}), "3.11.2")
+    steps = project.install_steps(
+        found,
+        options(
+            installer="uv",
+            extra_index_urls=["https://a.example/s", "https://b.example/s"],
+            ca_bundle="/etc/ca.pem",
+            nice=3,
+        ),
+    )
+    assert steps[0]["env"]["UV_INDEX"] == "https://a.example/s https://b.example/s"
+    assert steps[0]["env"]["SSL_CERT_FILE"] == "/etc/ca.pem"
+    assert steps[0]["argv"][:3] == ["nice", "-n", "3"]
+
+
+@pytest.mark.parametrize(
+    ("files", "tool"),
+    [
+        ({"uv.lock": "x", "pyproject.toml": UV_PYPROJECT}, "uv"),
+        ({"poetry.lock": "x"}, "poetry"),
+    ],
+    ids=["uv.lock", "poetry.lock"],
+)
+def test_the_installer_does_not_change_a_lock_file_project(
+    files: dict[str, str], tool: str
+) -> None:
+    found = project.inspect_project(reader(files), "3.11.2")
+    pip, uv = options(installer="pip"), options(installer="uv")
+    assert project.venv_path(found, pip) == project.venv_path(found, uv)
+    assert project.install_steps(found, pip) == project.install_steps(found, uv)
+    assert project.installer_of(found, uv) == tool
+
+
+def test_pip_venvs_keep_the_key_they_had_before_the_installer_choice() -> None:
+    found = project.inspect_project(reader({"requirements.txt": "django"}), "3.11.2")
+    inputs = ["requirements", found.digest, False, "3.11.2", ["gunicorn"], []]
+    key = hashlib.sha256(json.dumps(inputs).encode()).hexdigest()[:16]
+    assert project.venv_path(found, options()) == f"/srv/a/venvs/{key}"
+
+
+def test_an_unknown_installer_is_a_project_error() -> None:
+    found = project.inspect_project(reader({"requirements.txt": "django"}), "3.11.2")
+    with pytest.raises(project.ProjectError, match="unknown installer 'conda'"):
+        project.venv_path(found, options(installer="conda"))
 
 
 def test_the_git_reader_shows_each_path_of_the_commit_once() -> None:

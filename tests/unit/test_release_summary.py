@@ -71,3 +71,43 @@ def test_only_the_summary_keys_are_read() -> None:
         hostvars, ["web1"], app="demo", action="rollback", url="u", now=1.0
     )
     assert lines[0].startswith(f"rollback of demo: {NEW}, 0 of 1 host(s) switched, unknown time")
+
+
+def build(**overrides: object) -> dict[str, object]:
+    report: dict[str, object] = {
+        "changed": True,
+        "seconds": 14.26,
+        "venv_reused": False,
+        "project": {"method": "requirements", "installer": "uv"},
+        "steps": [
+            {"step": "mirror", "seconds": 0.2},
+            {"step": "venv", "seconds": 1.1},
+            {"step": "install", "seconds": 8.14},
+            {"step": "check", "seconds": 2.0},
+        ],
+    }
+    report.update(overrides)
+    return report
+
+
+def host_line(**facts: object) -> str:
+    hostvars = {
+        "web1": {
+            "release_outcome": {"switch": report(), "target": NEW},
+            "release_state": {"commit": "", **facts},
+        }
+    }
+    lines = summary.release_summary(
+        hostvars, ["web1"], app="demo", action="release", url="u", now=1.0
+    )
+    return str(lines[2])
+
+
+def test_the_host_line_ends_with_the_build_and_its_install_step() -> None:
+    switched = f"web1: {NEW} on green (was {OLD} on blue), host work 2.5 s (start 1.2, public 0.5)"
+    assert host_line(build=build()) == (f"{switched}, build 14.3 s (install 8.1 s with uv)")
+    reused = build(venv_reused=True, steps=[{"step": "venv", "seconds": 0.0}], seconds=3.0)
+    assert host_line(build=reused) == f"{switched}, build 3.0 s (venv reused)"
+    # No build in this run (rollback, same commit), or only its plan (check mode).
+    assert host_line() == switched
+    assert host_line(build=build(plan=["export"])) == switched

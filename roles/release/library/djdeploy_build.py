@@ -44,7 +44,7 @@ description:
     dependencies); C(requires-python) (or Poetry's C(python) dependency) and
     C(.python-version) are checked against the version of I(python), run as I(deploy_user);
     a failure here fails with the cause and the ways out and has changed nothing outside the
-    mirror: no release directory, no venv, no process killed); export (root creates
+    mirror, i.e. no release directory, no venv, no process killed); export (root creates
     C(releases/<release>) for the build user, C(git archive) as the deploy user piped into
     C(tar -x) as the build user under umask 026, the C(.building) marker); venv (reuse the
     project's venv when it holds C(.djdeploy-complete), else create it with C(python -m venv)
@@ -114,6 +114,18 @@ options:
     type: str
     default: auto
     choices: [auto, uv, poetry, requirements, pyproject]
+  installer:
+    description:
+      - Installs the dependencies of the C(requirements) and C(pyproject) methods; C(pip) (the
+        venv's own pip, which reads C(/etc/pip.conf)) or C(uv) (C(uv pip install --python
+        <venv>/bin/python) from I(tools_dir), with I(index_url), I(extra_index_urls),
+        I(ca_bundle), I(extra_args), its cache in C(<cache_dir>/uv), C(--require-hashes) when
+        the requirements file has C(--hash) lines, bytecode compiled at install like pip).
+      - The lock-file methods keep their tool (C(uv sync), C(poetry sync)). A venv built by one
+        installer is never reused for the other (the installer is part of the venv's key).
+    type: str
+    default: pip
+    choices: [pip, uv]
   requirements_file:
     description:
       - Requirements file relative to the repository root; empty tries C(requirements.txt),
@@ -135,13 +147,14 @@ options:
     elements: str
     default: []
   extra_args:
-    description: Extra pip arguments (requirements and pyproject methods).
+    description: Extra pip arguments (requirements and pyproject methods; with I(installer)
+      C(uv), arguments of C(uv pip install)).
     type: list
     elements: str
     default: []
   index_url:
-    description: Package index for uv (pip reads /etc/pip.conf; Poetry uses the project's own
-      sources); empty is PyPI.
+    description: Package index for uv, C(uv sync) and I(installer) C(uv) (pip reads
+      /etc/pip.conf; Poetry uses the project's own sources); empty is PyPI.
     type: str
     default: ""
   extra_index_urls:
@@ -240,12 +253,14 @@ mirror_updated:
   type: bool
 project:
   description: What the project step found (method, source, digest, build_system, hashes,
-    dependencies, requires_python, python_version) and the venv of these inputs.
+    dependencies, requires_python, python_version), the installer that fills the venv and
+    the venv of these inputs.
   returned: once the project was read (not with mirror_only)
   type: dict
 record:
   description: The release record as written (id, commit, ref, repo, venv, built_at, built_by,
-    install_method, install_source, requires_python, python_version, check_accepted).
+    install_method, installer, install_source, requires_python, python_version,
+    check_accepted).
   returned: success, unless mirror_only
   type: dict
 plan:
@@ -293,6 +308,7 @@ if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
         git_reader,
         inspect_project,
         install_steps,
+        installer_of,
         interpreter_version,
         venv_path,
     )
@@ -303,6 +319,7 @@ else:  # Ansible ships the role's module_utils with its modules
         git_reader,
         inspect_project,
         install_steps,
+        installer_of,
         interpreter_version,
         venv_path,
     )
@@ -539,6 +556,7 @@ class Inspect:
     """How the project step reads the project and installs it (the operator's settings)."""
 
     method: str = "auto"
+    installer: str = "pip"
     requirements_file: str = ""
     knobs: dict[str, str] = field(default_factory=dict)
     tools_dir: str = "/opt/djdeploy/tools"
@@ -557,6 +575,8 @@ class Project:
     steps: list[dict[str, Any]]
     method: str
     source: str
+    # The tool that fills the venv: pip or uv (requirements, pyproject), uv, poetry.
+    installer: str = "pip"
     requires_python: str = ""
     python_version: str = ""
 
@@ -901,19 +921,22 @@ class Builder:
                 extra_index_urls=list(settings.extra_index_urls),
                 ca_bundle=settings.ca_bundle,
                 nice=cfg.nice,
+                installer=settings.installer,
             )
             venv = venv_path(found, options)
+            installer = installer_of(found, options)
             self._project = Project(
                 venv=venv,
                 steps=install_steps(found, options),
                 method=found.method,
                 source=found.source,
+                installer=installer,
                 requires_python=found.requires_python,
                 python_version=found.python_version,
             )
             details = asdict(found)
             self.report.warnings = list(details.pop("warnings"))
-            self.report.project = {**details, "venv": venv}
+            self.report.project = {**details, "installer": installer, "venv": venv}
 
     def _build(self) -> None:
         cfg = self.cfg
@@ -1049,6 +1072,7 @@ class Builder:
             "built_at": self.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
             "built_by": cfg.operator,
             "install_method": project.method,
+            "installer": project.installer,
             "install_source": project.source,
             "requires_python": project.requires_python,
             "python_version": project.python_version,
@@ -1092,7 +1116,8 @@ class Builder:
         else:
             plan.append(
                 f"build the venv {self.venv} as {build}"
-                f" ({len(self.project.steps)} install step(s), {self.project.method})"
+                f" ({len(self.project.steps)} install step(s), {self.project.method}"
+                f" with {self.project.installer})"
             )
         plan.append(f"collect static files into {cfg.static_dir}" if cfg.collectstatic else "")
         plan.append("run Django's deploy check" if cfg.check_deploy else "")
@@ -1203,6 +1228,7 @@ def main() -> None:
                 "default": "auto",
                 "choices": ["auto", "uv", "poetry", "requirements", "pyproject"],
             },
+            "installer": {"type": "str", "default": "pip", "choices": ["pip", "uv"]},
             "requirements_file": {"type": "str", "default": ""},
             "knobs": {"type": "dict", "default": {}},
             "tools_dir": {"type": "path", "default": "/opt/djdeploy/tools"},

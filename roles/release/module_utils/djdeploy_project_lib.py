@@ -37,6 +37,10 @@ DEFAULT_KNOBS = {
 }
 
 Reader = Callable[[str], str | None]
+# The methods whose installer is the operator's choice (INSTALLERS); a lock file brings its own
+# tool (uv.lock: uv sync, poetry.lock: Poetry).
+PIP_METHODS = ("requirements", "pyproject")
+INSTALLERS = ("pip", "uv")
 
 
 class ProjectError(Exception):
@@ -309,21 +313,61 @@ class InstallOptions:
     extra_index_urls: list[str] = field(default_factory=list)
     ca_bundle: str = "/etc/ssl/certs/ca-certificates.crt"
     nice: int = 10
+    # Installer of the requirements and pyproject methods (INSTALLERS); the lock-file methods
+    # ignore it.
+    installer: str = "pip"
+
+
+def installer_of(project: Project, options: InstallOptions) -> str:
+    """The tool that fills the venv: uv for uv.lock, Poetry for poetry.lock, else the choice."""
+    if project.method in PIP_METHODS:
+        if options.installer not in INSTALLERS:
+            raise ProjectError(
+                f"unknown installer {options.installer!r} (expected one of {', '.join(INSTALLERS)})"
+            )
+        return options.installer
+    return project.method
 
 
 def venv_path(project: Project, options: InstallOptions) -> str:
-    """The venv of these inputs: same lock, interpreter and extras give the same venv."""
-    key = json.dumps(
-        [
-            project.method,
-            project.digest,
-            project.build_system,
-            project.python_version,
-            options.extra_packages,
-            options.extra_args,
-        ]
-    )
+    """The venv of these inputs: same lock, interpreter, extras and installer give the same venv.
+
+    pip and uv may resolve the same requirements differently (uv asks the indexes in order,
+    pip takes the best version of all of them) and write different metadata, so a venv one of
+    them built is never reused for the other. pip's venvs keep the key they had before the
+    installer could be chosen (no rebuild on upgrade); the lock-file methods' key has no
+    installer (their tool is fixed)."""
+    inputs: list[Any] = [
+        project.method,
+        project.digest,
+        project.build_system,
+        project.python_version,
+        options.extra_packages,
+        options.extra_args,
+    ]
+    installer = installer_of(project, options)
+    if project.method in PIP_METHODS and installer != "pip":
+        inputs.append(installer)
+    key = json.dumps(inputs)
     return f"{options.venvs_dir}/{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def _uv_env(options: InstallOptions) -> dict[str, str]:
+    """uv's environment: the index, CA bundle and cache the pip side gets from /etc/pip.conf
+    and --cache-dir; copies, never links, from the build user's cache into the venv."""
+    env = {
+        "UV_PYTHON_DOWNLOADS": "never",
+        "UV_LINK_MODE": "copy",
+        "UV_NO_PROGRESS": "1",
+        "SSL_CERT_FILE": options.ca_bundle,
+    }
+    if options.cache_dir:
+        env["UV_CACHE_DIR"] = f"{options.cache_dir}/uv"
+    if options.index_url:
+        env["UV_DEFAULT_INDEX"] = options.index_url
+    if options.extra_index_urls:
+        env["UV_INDEX"] = " ".join(options.extra_index_urls)
+    return env
 
 
 def install_steps(project: Project, options: InstallOptions) -> list[dict[str, Any]]:
@@ -339,27 +383,36 @@ def install_steps(project: Project, options: InstallOptions) -> list[dict[str, A
     def step(argv: list[str], env: dict[str, str] | None = None) -> None:
         steps.append({"argv": argv, "env": env or {}})
 
+    uv = f"{options.tools_dir}/bin/uv"
+    if project.method in PIP_METHODS and installer_of(project, options) == "uv":
+        # uv pip install into the venv pip would fill: the same index, extra indexes and CA
+        # bundle (pip reads them from /etc/pip.conf), its own cache beside pip's, the operator's
+        # pip arguments (uv takes most of pip's install options), and bytecode compiled at
+        # install like pip does (the sealed venv is read-only for the app, which could not
+        # write its .pyc files).
+        env = {**_uv_env(options), "UV_COMPILE_BYTECODE": "1"}
+        uv_pip = [*nice, uv, "pip", "install", "--python", python]
+        if project.method == "requirements":
+            # pip enters hash-checking mode by itself when a line has --hash; uv only checks
+            # the hashes given, --require-hashes makes it refuse what has none, like pip.
+            hashes = ["--require-hashes"] if project.hashes else []
+            source = f"{options.release_dir}/{project.source}"
+            step([*uv_pip, *hashes, *options.extra_args, "-r", source], env)
+        else:
+            target = [options.release_dir] if project.build_system else project.dependencies
+            step([*uv_pip, *options.extra_args, *target], env)
+        # Apart, like pip's: the hash requirement would refuse unpinned extra packages.
+        if options.extra_packages:
+            step([*uv_pip, *options.extra_args, *options.extra_packages], env)
+        return steps
     if project.method == "requirements":
         step([*pip, *options.extra_args, "-r", f"{options.release_dir}/{project.source}"])
     elif project.method == "pyproject":
         target = [options.release_dir] if project.build_system else project.dependencies
         step([*pip, *options.extra_args, *target])
     elif project.method == "uv":
-        env = {
-            "UV_PROJECT_ENVIRONMENT": venv,
-            "UV_PYTHON_DOWNLOADS": "never",
-            "UV_LINK_MODE": "copy",
-            "UV_NO_PROGRESS": "1",
-            "SSL_CERT_FILE": options.ca_bundle,
-        }
-        if options.cache_dir:
-            env["UV_CACHE_DIR"] = f"{options.cache_dir}/uv"
-        if options.index_url:
-            env["UV_DEFAULT_INDEX"] = options.index_url
-        if options.extra_index_urls:
-            env["UV_INDEX"] = " ".join(options.extra_index_urls)
+        env = {"UV_PROJECT_ENVIRONMENT": venv, **_uv_env(options)}
         project_flag = "--no-editable" if project.build_system else "--no-install-project"
-        uv = f"{options.tools_dir}/bin/uv"
         sync = [uv, "sync", "--frozen", "--no-default-groups", project_flag, "--python", python]
         step([*nice, *sync], env)
         if options.extra_packages:
