@@ -165,10 +165,10 @@ def test_switch_moves_traffic_to_the_idle_color_and_retires_the_old(
             "nginx -t",
             "systemctl reload nginx",
             "curl",
-            "systemctl enable demo@green.socket",
+            "systemctl enable --no-reload demo@green.socket",
             "pgrep",
-            "systemctl stop demo@blue.service demo@blue.socket",
-            "systemctl disable demo@blue.socket",
+            "systemctl stop --no-block demo@blue.service demo@blue.socket",
+            "systemctl disable --no-reload demo@blue.socket",
         )
     }
     assert list(first.values()) == sorted(first.values())

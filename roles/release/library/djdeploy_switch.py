@@ -714,7 +714,11 @@ class Switch:
                 self.chown(live, cfg.owner, cfg.group)
             self.report.live_color = self.new_color
             self.report.changed = True
-            self._must(["systemctl", "enable", cfg.unit(self.new_color, "socket")], "enable")
+            # --no-reload: only the boot-time link changes; the running manager needs no reload
+            # for a unit that is already started (a daemon-reload costs a few hundred ms).
+            self._must(
+                ["systemctl", "enable", "--no-reload", cfg.unit(self.new_color, "socket")], "enable"
+            )
 
     def _retire(self) -> None:
         old = self.old_color
@@ -726,17 +730,22 @@ class Switch:
                 self.sleep(0.2)
         with self._step("retire"):
             try:
+                # Queued, not awaited (--no-block): the old color no longer gets traffic, and
+                # gunicorn's graceful stop (SIGTERM: workers finish their requests within
+                # graceful_timeout) goes on after the module returns. The next switch's prepare
+                # step waits for it (a blocking stop of that color).
                 self._must(
                     [
                         "systemctl",
                         "stop",
+                        "--no-block",
                         self.cfg.unit(old, "service"),
                         self.cfg.unit(old, "socket"),
                     ],
                     "stopping the old color",
                 )
                 self._must(
-                    ["systemctl", "disable", self.cfg.unit(old, "socket")],
+                    ["systemctl", "disable", "--no-reload", self.cfg.unit(old, "socket")],
                     "disabling the old color",
                 )
             except SwitchError as exc:
