@@ -317,7 +317,7 @@ def test_creates_the_tree_with_modes_and_is_idempotent(host: Host) -> None:
     assert host.chown.calls == []  # every owner is the test's own user here
     again = host.layout()
     assert again.changes == []
-    assert again.result() == {"changed": False, "changes": [], "config_changed": False}
+    assert again.result() == {"changed": False, "changes": [], "config_changed": False, "live": {}}
 
 
 def test_fixes_the_mode_and_owner_of_existing_directories(host: Host) -> None:
@@ -544,8 +544,17 @@ def test_the_result_never_holds_a_content(host: Host) -> None:
 def _module(tmp_path: Path, args: dict[str, Any]) -> tuple[int, dict[str, Any], str]:
     args_file = tmp_path / "args.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    argv = [sys.executable, str(lay.__file__), str(args_file)]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    # As Ansible runs it: a process of its own, with the role's module_utils importable as
+    # ansible.module_utils.<name> (tests/unit/loader.py registers them), arguments from a file.
+    bootstrap = (
+        "import sys; from tests.unit.loader import load;"
+        " module = load('roles/release/library/djdeploy_layout.py');"
+        f" sys.argv = [module.__file__, {str(args_file)!r}]; module.main()"
+    )
+    argv = [sys.executable, "-c", bootstrap]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, check=False, cwd=Path(__file__).parents[2]
+    )
     result: dict[str, Any] = json.loads(done.stdout)
     return done.returncode, result, done.stdout + done.stderr
 
@@ -602,3 +611,29 @@ def test_the_module_masks_the_content_and_fails_with_a_useful_message(tmp_path: 
     assert rc != 0
     assert f"cannot write {root}/.env/inside" in result["msg"]
     assert SECRET not in output
+
+
+def test_the_live_record_is_read_first_and_returned(host: Host) -> None:
+    host.build_user_is_ours()
+    release = host.root / "releases" / "r1"
+    release.mkdir(parents=True)
+    (release / ".djdeploy-release.json").write_text('{"id": "r1", "commit": "abc"}')
+    (host.root / "current").symlink_to(release)
+    layout = host.layout(live_record=".djdeploy-release.json")
+    assert layout.result()["live"] == {"id": "r1", "commit": "abc"}
+    # No live release yet (first deploy): empty.
+    (host.root / "current").unlink()
+    again = host.layout(live_record=".djdeploy-release.json")
+    assert again.result()["live"] == {}
+
+
+def test_a_broken_live_record_fails_before_anything_changes(host: Host) -> None:
+    host.build_user_is_ours()
+    release = host.root / "releases" / "r1"
+    release.mkdir(parents=True)
+    (release / ".djdeploy-release.json").write_text("{not json")
+    (host.root / "current").symlink_to(release)
+    with pytest.raises(lay.LayoutError, match=r"cannot read .*djdeploy-release\.json"):
+        host.layout(live_record=".djdeploy-release.json")
+    assert not (host.root / "venvs").exists()
+    assert host.runner.calls == []

@@ -99,6 +99,12 @@ options:
       Owner of the links I(link_names) creates (their group: the release directory's when it is
       setgid, else the owner's primary group). Required with I(link_names).
     type: str
+  live_record:
+    description:
+      - Name of the release record inside a release directory; when given, the record of the
+        live release (C(<root>/current/<live_record>)) is read before anything changes and
+        returned as I(live). A record that exists but cannot be read fails the call first.
+    type: str
   files:
     description: Files to write, in order.
     type: list
@@ -182,6 +188,12 @@ config_changed:
   description: Whether a file marked C(config) changed (or would change).
   returned: always
   type: bool
+live:
+  description: >-
+    The live release's record (id, commit, ...); empty without I(live_record) or a live
+    release.
+  returned: always
+  type: dict
 """
 
 import grp  # noqa: E402
@@ -194,9 +206,14 @@ import tempfile  # noqa: E402
 from collections.abc import Callable, Iterable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Protocol  # noqa: E402
+from typing import TYPE_CHECKING, Any, Protocol  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+
+if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
+    from djdeploy_record import RecordError, read_live_record
+else:  # Ansible ships the role's module_utils with its modules
+    from ansible.module_utils.djdeploy_record import RecordError, read_live_record
 
 # run(argv) -> (rc, stdout, stderr)
 Runner = Callable[[list[str]], tuple[int, str, str]]
@@ -322,6 +339,9 @@ class Config:
     link_names: list[LinkName] = field(default_factory=list)
     links_owner: str | None = None
     files: list[ManagedFile] = field(default_factory=list)
+    # The live release's record file name (read from <root>/current/), when asked for.
+    live_record: str | None = None
+    root: Path | None = None
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Config:
@@ -352,6 +372,8 @@ class Config:
             releases_dir=Path(params["releases_dir"]) if params.get("releases_dir") else None,
             link_names=[LinkName(n["old"], n["new"]) for n in params.get("link_names") or []],
             links_owner=params.get("links_owner"),
+            live_record=params.get("live_record"),
+            root=Path(root) if root else None,
             files=[
                 ManagedFile(
                     Path(f["path"]),
@@ -390,8 +412,10 @@ class Layout:
         self.check_mode = check_mode
         self.changes: list[str] = []
         self.config_changed = False
+        self.live: dict[str, Any] = {}
 
     def apply(self) -> None:
+        self.read_live()
         self.ensure_build_user()
         self.ensure_directories()
         self.remove_absent()
@@ -403,7 +427,19 @@ class Layout:
             "changed": bool(self.changes),
             "changes": list(self.changes),
             "config_changed": self.config_changed,
+            "live": dict(self.live),
         }
+
+    def read_live(self) -> None:
+        """The live release's record (read first: a broken record changes nothing)."""
+        if not self.cfg.live_record:
+            return
+        if self.cfg.root is None:
+            raise LayoutError("release: live_record needs root (the app's tree)")
+        try:
+            self.live = read_live_record(self.cfg.root, self.cfg.live_record)
+        except RecordError as exc:
+            raise LayoutError(str(exc)) from exc
 
     # Helpers ---------------------------------------------------------------------------
 
@@ -705,6 +741,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
         },
     },
     "links_owner": {"type": "str"},
+    "live_record": {"type": "str"},
     "files": {
         "type": "list",
         "elements": "dict",

@@ -103,13 +103,17 @@ target:
       elements: str
 """
 
-import json  # noqa: E402
 import socket  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+
+if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
+    from djdeploy_record import RecordError, read_json, read_live_record
+else:  # Ansible ships the role's module_utils with its modules
+    from ansible.module_utils.djdeploy_record import RecordError, read_json, read_live_record
 
 
 class StateError(Exception):
@@ -135,20 +139,17 @@ class Config:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise StateError(f"release: cannot read {path}: {exc}") from exc
+        return read_json(path)
+    except RecordError as exc:
+        raise StateError(str(exc)) from exc
 
 
 def read_live(cfg: Config) -> dict[str, Any]:
     """The live release's record; empty when there is no live release (no current or record)."""
-    path = cfg.app_root / "current" / cfg.record
-    if not path.exists():
-        return {}
-    record = _read_json(path)
-    if not isinstance(record, dict) or not isinstance(record.get("id"), str):
-        raise StateError(f"release: {path} is not a release record (no id)")
-    return record
+    try:
+        return read_live_record(cfg.app_root, cfg.record)
+    except RecordError as exc:
+        raise StateError(str(exc)) from exc
 
 
 def _valid_id(release: str) -> bool:
