@@ -668,7 +668,7 @@ def test_the_options_reach_the_project_step(monkeypatch: pytest.MonkeyPatch) -> 
         return bm.Account(user, DEPLOY_UID, user, DEPLOY_UID, f"/home/{user}", extra_groups or ())
 
     monkeypatch.setattr(bm, "lookup_account", account)
-    monkeypatch.setattr(bm.grp, "getgrnam", lambda name: type("G", (), {"gr_gid": RUNTIME_GID}))
+    monkeypatch.setattr(bm, "lookup_gid", lambda name: RUNTIME_GID)
     params = {
         "app_root": "/srv/demo",
         "release": RELEASE,
@@ -813,25 +813,6 @@ def test_processes_of_reads_proc(tmp_path: Path) -> None:
     proc("12", "998", "Z (zombie)")
     (tmp_path / "self").mkdir()
     assert bm.processes_of(998, tmp_path) == [10]
-
-
-def test_the_real_runner_pipes_with_the_umask_and_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Switching users needs root; the rest of the runner is the same without it.
-    monkeypatch.setattr(bm, "_identity", lambda account: {})
-    me = bm.Account("me", os.getuid(), "me", os.getgid(), str(tmp_path))
-    env = {"PATH": "/usr/bin:/bin", "MARK": "x"}
-    source = bm.Command(["printf", "a\\nb\\n"], me, env, str(tmp_path))
-    sink = bm.Command(
-        ["sh", "-c", 'umask; tr a z; echo "$MARK" >&2'], me, env, str(tmp_path), 0o026, source
-    )
-    rc, out, err = bm.run_command(sink)
-    assert (rc, out, err) == (0, "0026\nz\nb\n", "x\n")
-
-    failing = bm.Command(["sh", "-c", "echo boom >&2; exit 3"], me, env, str(tmp_path))
-    rc, out, err = bm.run_command(bm.Command(["cat"], me, env, str(tmp_path), source=failing))
-    assert rc == 3 and "boom" in err
 
 
 def test_tail_keeps_the_last_lines_on_one_line() -> None:

@@ -66,7 +66,7 @@ def release(tmp_path: Path) -> Path:
 def migrator(
     release: Path, fake: FakeManage, chowns: list[tuple[str, int, int]] | None = None, **kw: Any
 ) -> Any:
-    account = mig.Account("demo", 1234, 1235, "/home/demo", (1235, 33))
+    account = mig.Account("demo", 1234, "demo", 1235, "/home/demo", (1235, 33))
     cfg = mig.Config(
         manage=MANAGE,
         release_dir=release,
@@ -113,7 +113,7 @@ def test_manage_runs_as_the_runtime_user_with_the_release_selected(release: Path
     migrator(release, fake).plan()
     (cmd,) = fake.commands
     assert cmd.account.user == "demo"
-    assert cmd.account.groups == (1235, 33)
+    assert cmd.account.extra_groups == (1235, 33)
     env = cmd.env
     assert env["DJDEPLOY_RELEASE_DIR"] == str(release)
     assert env["HOME"] == "/home/demo"

@@ -407,7 +407,7 @@ def test_prune_failure_is_a_warning_and_the_switch_stays(app_root: Path, upstrea
     def refuse(path: Path) -> None:
         if path.name == older[0]:
             raise PermissionError(13, "Permission denied", str(path))
-        sw._remove_tree(path)
+        sw.remove_path(path)
 
     host = FakeHost()
     report = make(app_root, upstream, host, keep=2, remove=refuse).execute()
@@ -497,7 +497,7 @@ def test_prune_stopping_midway_keeps_what_it_did_and_warns(app_root: Path, upstr
     def crash(path: Path) -> None:
         if path.name == older[1]:
             raise RuntimeError("unexpected")
-        sw._remove_tree(path)
+        sw.remove_path(path)
 
     host = FakeHost()
     report = make(app_root, upstream, host, keep=2, remove=crash).execute()

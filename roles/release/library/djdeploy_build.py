@@ -281,16 +281,10 @@ seconds:
   type: float
 """
 
-import grp  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import pwd  # noqa: E402
-import secrets  # noqa: E402
-import shutil  # noqa: E402
 import signal  # noqa: E402
 import stat  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from contextlib import contextmanager, suppress  # noqa: E402
@@ -302,6 +296,17 @@ from typing import TYPE_CHECKING, Any, NoReturn  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
+    from djdeploy_accounts import (
+        Account,
+        Command,
+        Runner,
+        lookup_account,
+        lookup_gid,
+        minimal_env,
+        passed_env,
+        run_command,
+    )
+    from djdeploy_files import Chown, lchown, remove_path, replace_symlink, write_atomic
     from djdeploy_project_lib import (
         InstallOptions,
         ProjectError,
@@ -313,6 +318,23 @@ if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
         venv_path,
     )
 else:  # Ansible ships the role's module_utils with its modules
+    from ansible.module_utils.djdeploy_accounts import (
+        Account,
+        Command,
+        Runner,
+        lookup_account,
+        lookup_gid,
+        minimal_env,
+        passed_env,
+        run_command,
+    )
+    from ansible.module_utils.djdeploy_files import (
+        Chown,
+        lchown,
+        remove_path,
+        replace_symlink,
+        write_atomic,
+    )
     from ansible.module_utils.djdeploy_project_lib import (
         InstallOptions,
         ProjectError,
@@ -324,18 +346,6 @@ else:  # Ansible ships the role's module_utils with its modules
         venv_path,
     )
 
-PATH = "/usr/local/bin:/usr/bin:/bin"
-# Passed on from the module's environment (a play's `environment:` reaches the installers).
-PASS_ENV = (
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "all_proxy",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "ALL_PROXY",
-)
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
 COMPLETE = ".djdeploy-complete"
 # Modes a sealed tree keeps at most: the release as exported under umask 026 (files 0640,
@@ -345,78 +355,8 @@ VENV_MASKS = (0o755, 0o2755)
 STATIC_MASKS = (0o755, 0o755)
 
 
-@dataclass(frozen=True)
-class Account:
-    """A user commands run as: primary group, supplementary groups (gids) and HOME."""
-
-    user: str
-    uid: int
-    group: str
-    gid: int
-    home: str
-    extra_groups: tuple[int, ...] = ()
-
-
-@dataclass
-class Command:
-    """One command: argv, who runs it, its environment; source feeds its stdin (a pipe)."""
-
-    argv: list[str]
-    account: Account
-    env: dict[str, str]
-    cwd: str
-    umask: int = 0o022
-    source: Command | None = None
-
-
-# run(command) -> (rc, stdout, stderr); a pipe's rc is the first non-zero one, stderr both.
-Runner = Callable[[Command], tuple[int, str, str]]
 # reap(uid) -> number of live processes of that user that were sent SIGKILL.
 Reaper = Callable[[int], int]
-# chown(path, uid, gid): never follows a symlink.
-Chown = Callable[[Path, int, int], None]
-
-
-def _identity(account: Account) -> dict[str, Any]:
-    return {
-        "user": account.uid,
-        "group": account.gid,
-        "extra_groups": list(account.extra_groups),
-    }
-
-
-def run_command(cmd: Command) -> tuple[int, str, str]:
-    """Run a command (or a two-command pipe) as its account; no shell, stdin from /dev/null."""
-
-    def popen(c: Command, stdin: Any, stdout: Any, stderr: Any) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            c.argv,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            env=c.env,
-            cwd=c.cwd,
-            umask=c.umask,
-            **_identity(c.account),
-        )
-
-    if cmd.source is None:
-        proc = popen(cmd, subprocess.DEVNULL, subprocess.PIPE, subprocess.PIPE)
-        out, err = proc.communicate()
-        return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
-    with tempfile.TemporaryFile() as source_err:
-        source = popen(cmd.source, subprocess.DEVNULL, subprocess.PIPE, source_err)
-        try:
-            sink = popen(cmd, source.stdout, subprocess.PIPE, subprocess.PIPE)
-        finally:
-            assert source.stdout is not None
-            source.stdout.close()
-        out, err = sink.communicate()
-        source.wait()
-        source_err.seek(0)
-        errors = source_err.read().decode(errors="replace") + err.decode(errors="replace")
-    rc = source.returncode or sink.returncode
-    return rc, out.decode(errors="replace"), errors
 
 
 def processes_of(uid: int, proc: Path = Path("/proc")) -> list[int]:
@@ -450,10 +390,6 @@ def kill_processes_of(uid: int) -> int:
             continue
         killed += 1
     return killed
-
-
-def lchown(path: Path, uid: int, gid: int) -> None:
-    os.chown(path, uid, gid, follow_symlinks=False)
 
 
 class StepError(Exception):
@@ -508,32 +444,6 @@ def seal_tree(
         for name in [*dirnames, *filenames]:
             seal(Path(dirpath) / name)
     return handed
-
-
-def write_file(path: Path, text: str, uid: int, gid: int, mode: int, chown: Chown) -> None:
-    """Write a file under a new, exclusive temporary name, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.djdeploy-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        chown(tmp, uid, gid)
-        tmp.chmod(mode)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def replace_symlink(link: Path, target: Path) -> None:
-    """Point link at target atomically (a new link renamed over the old one)."""
-    tmp = link.with_name(f".{link.name}.{secrets.token_hex(6)}.djdeploy-tmp")
-    tmp.symlink_to(target)
-    try:
-        tmp.replace(link)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def tail(text: str, lines: int) -> str:
@@ -712,15 +622,7 @@ class Builder:
             self.report.steps.append({"step": name, "seconds": round(self.clock() - start, 3)})
 
     def _env(self, account: Account, extra: dict[str, str] | None = None) -> dict[str, str]:
-        return {
-            "HOME": account.home,
-            "USER": account.user,
-            "LOGNAME": account.user,
-            "PATH": PATH,
-            "LANG": "C.UTF-8",
-            **self.cfg.base_env,
-            **(extra or {}),
-        }
+        return minimal_env(account, self.cfg.base_env, extra)
 
     def _as_deploy(self, argv: list[str]) -> tuple[int, str, str]:
         """Run a command as the deploy user (git on its mirror, the interpreter's version)."""
@@ -768,7 +670,8 @@ class Builder:
 
     def _write(self, path: Path, text: str) -> None:
         """A file root writes into the release: deploy user, runtime group, 0640."""
-        write_file(path, text, self.cfg.deploy.uid, self.cfg.runtime_gid, 0o640, self.chown)
+        uid, gid = self.cfg.deploy.uid, self.cfg.runtime_gid
+        write_atomic(path, text, 0o640, own=lambda tmp, _fd: self.chown(tmp, uid, gid))
 
     def _link(self, link: Path, target: Path) -> None:
         replace_symlink(link, target)
@@ -797,14 +700,6 @@ class Builder:
             f" '{self._step_name}'; {undone} the live release keeps serving. Cause: {cause}"
         )
 
-    @staticmethod
-    def _clear(path: Path) -> None:
-        """Remove a path of the app's tree, whatever it is (never following a link)."""
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        elif path.exists():
-            shutil.rmtree(path)
-
     def _remove_release(self) -> None:
         """Undo a failed build: its release and static directories, a venv it did not
         complete (never a live one: the release id is new). rmtree never follows a link, so
@@ -813,7 +708,7 @@ class Builder:
             self._reap()
         for path in (self.cfg.release_dir, self.cfg.static_dir, self._new_venv):
             if path is not None:
-                self._clear(path)
+                remove_path(path)
 
     def _live_targets(self) -> set[Path]:
         links = ("current", "previous", "next", "colors/blue", "colors/green")
@@ -954,7 +849,7 @@ class Builder:
                     f" it to them, or set {cfg.pip_extra_knob}: [gunicorn] in the inventory."
                 )
         with self._step("static"):
-            self._clear(cfg.static_dir)
+            remove_path(cfg.static_dir)
             self._make_dir(cfg.static_dir, self.build.uid, self.build.gid, 0o755)
             self._link(release / names.static, cfg.static_dir)
         with self._step("env"):
@@ -1005,7 +900,7 @@ class Builder:
         cfg = self.cfg
         with self._step("export"):
             release = cfg.release_dir
-            self._clear(release)  # a leftover of this id (never live: checked above)
+            remove_path(release)  # a leftover of this id (never live: checked above)
             # The release's group comes from releases/ (setgid runtime group).
             self._make_dir(release, self.build.uid, cfg.runtime_gid, 0o2751)
             self._wrote_release = True
@@ -1033,7 +928,7 @@ class Builder:
             if (venv / COMPLETE).is_file():
                 self.report.venv_reused = True
                 return
-            self._clear(venv)  # partial: its install never completed
+            remove_path(venv)  # partial: its install never completed
             self._new_venv = venv
             self._make_dir(venv, self.build.uid, cfg.runtime_gid, 0o2755)
             # umask 022 explicitly: the venv's group is the runtime group (setgid), which reads
@@ -1134,24 +1029,6 @@ class Builder:
 # -- Ansible glue ------------------------------------------------------------------------
 
 
-def lookup_account(user: str, *, extra_groups: tuple[int, ...] | None = None) -> Account:
-    """The account of a user; its supplementary groups from the group database by default."""
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError as exc:
-        raise LookupError(f"the user {user} does not exist on this host") from exc
-    if extra_groups is None:
-        extra_groups = tuple(os.getgrouplist(user, entry.pw_gid))
-    return Account(
-        user=user,
-        uid=entry.pw_uid,
-        group=grp.getgrgid(entry.pw_gid).gr_name,
-        gid=entry.pw_gid,
-        home=entry.pw_dir,
-        extra_groups=extra_groups,
-    )
-
-
 def config_from_params(p: dict[str, Any]) -> Config:
     """The build's configuration from the module's options (accounts looked up)."""
     deploy = lookup_account(p["deploy_user"])
@@ -1173,7 +1050,7 @@ def config_from_params(p: dict[str, Any]) -> Config:
         pip_extra_knob=p["pip_extra_knob"],
         nice=p["nice"],
         operator=p["operator"],
-        base_env={name: os.environ[name] for name in PASS_ENV if name in os.environ},
+        base_env=passed_env(),
     )
     if p["mirror_only"]:
         return cfg
@@ -1184,10 +1061,7 @@ def config_from_params(p: dict[str, Any]) -> Config:
     ]
     if missing:
         raise LookupError(f"djdeploy_build needs {', '.join(missing)} to build")
-    try:
-        runtime_gid = grp.getgrnam(p["runtime_group"]).gr_gid
-    except KeyError as exc:
-        raise LookupError(f"the group {p['runtime_group']} does not exist on this host") from exc
+    runtime_gid = lookup_gid(p["runtime_group"])
     build = lookup_account(p["build_user"], extra_groups=(runtime_gid,))
     cfg.build = Account(
         user=build.user,

@@ -202,7 +202,6 @@ import pwd  # noqa: E402
 import shutil  # noqa: E402
 import stat  # noqa: E402
 import subprocess  # noqa: E402
-import tempfile  # noqa: E402
 from collections.abc import Callable, Iterable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -211,8 +210,10 @@ from typing import TYPE_CHECKING, Any, Protocol  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
+    from djdeploy_files import write_atomic
     from djdeploy_record import RecordError, read_live_record
 else:  # Ansible ships the role's module_utils with its modules
+    from ansible.module_utils.djdeploy_files import write_atomic
     from ansible.module_utils.djdeploy_record import RecordError, read_live_record
 
 # run(argv) -> (rc, stdout, stderr)
@@ -680,26 +681,17 @@ class Layout:
 
     def _replace(self, f: ManagedFile, ids: tuple[int, int]) -> None:
         """Write f under a temporary name in its directory (0600 until done), rename it over."""
-        temporary: Path | None = None
+
+        def own(_temporary: Path, fd: int) -> None:
+            info = os.fstat(fd)
+            if (info.st_uid, info.st_gid) != ids:
+                self.chown(fd, *ids)
+
         try:
-            fd, name = tempfile.mkstemp(prefix=f".{f.path.name}.", dir=f.path.parent)
-            temporary = Path(name)
-            with os.fdopen(fd, "wb") as out:
-                out.write(f.content.encode())
-                out.flush()
-                info = os.fstat(out.fileno())
-                if (info.st_uid, info.st_gid) != ids:
-                    self.chown(out.fileno(), *ids)
-                os.fchmod(out.fileno(), f.mode)
-                os.fsync(out.fileno())
-            temporary.replace(f.path)
-        except BaseException as exc:
-            if temporary is not None:
-                temporary.unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                reason = exc.strerror or type(exc).__name__
-                raise LayoutError(f"release: cannot write {f.path}: {reason}") from exc
-            raise
+            write_atomic(f.path, f.content.encode(), f.mode, own=own)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise LayoutError(f"release: cannot write {f.path}: {reason}") from exc
 
 
 def run(params: dict[str, Any], check_mode: bool) -> tuple[Layout, LayoutError | None]:

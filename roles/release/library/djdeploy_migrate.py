@@ -128,32 +128,45 @@ records:
   elements: str
 """
 
-import grp  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
-import pwd  # noqa: E402
 import re  # noqa: E402
-import secrets  # noqa: E402
 import stat  # noqa: E402
-import subprocess  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
-PATH = "/usr/local/bin:/usr/bin:/bin"
-PASS_ENV = (
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "all_proxy",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "ALL_PROXY",
-)
+if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
+    from djdeploy_accounts import (
+        INHERIT_UMASK,
+        Account,
+        Command,
+        Runner,
+        lookup_account,
+        lookup_gid,
+        lookup_uid,
+        minimal_env,
+        passed_env,
+        run_command,
+    )
+    from djdeploy_files import Chown, lchown, write_atomic
+else:  # Ansible ships the role's module_utils with its modules
+    from ansible.module_utils.djdeploy_accounts import (
+        INHERIT_UMASK,
+        Account,
+        Command,
+        Runner,
+        lookup_account,
+        lookup_gid,
+        lookup_uid,
+        minimal_env,
+        passed_env,
+        run_command,
+    )
+    from ansible.module_utils.djdeploy_files import Chown, lchown, write_atomic
+
+
 MIGRATIONS_RECORD = ".djdeploy-migrations.json"
 BACKUP_RECORD = ".djdeploy-backup.json"
 RECORD_MODE = 0o640
@@ -163,74 +176,8 @@ NOTHING_APPLIED = "No migrations to apply"
 MIGRATION_LINE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*[.][A-Za-z0-9_]+")
 
 
-@dataclass(frozen=True)
-class Account:
-    """The user manage.py runs as."""
-
-    user: str
-    uid: int
-    gid: int
-    home: str
-    groups: tuple[int, ...] = ()
-
-
-@dataclass
-class Command:
-    argv: list[str]
-    account: Account
-    env: dict[str, str]
-    cwd: str = "/"
-
-
-# run(command) -> (rc, stdout, stderr)
-Runner = Callable[[Command], tuple[int, str, str]]
-# chown(path, uid, gid): never follows a symlink.
-Chown = Callable[[Path, int, int], None]
-
-
-def run_command(cmd: Command) -> tuple[int, str, str]:
-    """Run argv as the account (its uid, gid and groups), no shell, stdin from /dev/null."""
-    proc = subprocess.run(
-        cmd.argv,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        env=cmd.env,
-        cwd=cmd.cwd,
-        user=cmd.account.uid,
-        group=cmd.account.gid,
-        extra_groups=list(cmd.account.groups),
-        check=False,
-    )
-    return (
-        proc.returncode,
-        proc.stdout.decode(errors="replace"),
-        proc.stderr.decode(errors="replace"),
-    )
-
-
-def lchown(path: Path, uid: int, gid: int) -> None:
-    os.chown(path, uid, gid, follow_symlinks=False)
-
-
-def lookup_account(user: str) -> Account:
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError as exc:
-        raise LookupError(f"the user {user} does not exist on this host") from exc
-    groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
-    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, groups)
-
-
 def lookup_ids(owner: str, group: str) -> tuple[int, int]:
-    try:
-        uid = pwd.getpwnam(owner).pw_uid
-    except KeyError as exc:
-        raise LookupError(f"the user {owner} does not exist on this host") from exc
-    try:
-        gid = grp.getgrnam(group).gr_gid
-    except KeyError as exc:
-        raise LookupError(f"the group {group} does not exist on this host") from exc
-    return uid, gid
+    return lookup_uid(owner), lookup_gid(group)
 
 
 def parse_plan(stdout: str) -> tuple[bool, list[str]]:
@@ -305,16 +252,11 @@ class Migrator:
 
     def _manage(self, *args: str) -> tuple[int, str, str]:
         account = self.cfg.account
-        env = {
-            "HOME": account.home,
-            "USER": account.user,
-            "LOGNAME": account.user,
-            "PATH": PATH,
-            "LANG": "C.UTF-8",
-            **self.cfg.base_env,
-            "DJDEPLOY_RELEASE_DIR": str(self.cfg.release_dir),
-        }
-        return self.run(Command([self.cfg.manage, *args], account, env))
+        env = minimal_env(
+            account, self.cfg.base_env, {"DJDEPLOY_RELEASE_DIR": str(self.cfg.release_dir)}
+        )
+        # The module's own umask, as manage.py always had here (the build sets its own).
+        return self.run(Command([self.cfg.manage, *args], account, env, umask=INHERIT_UMASK))
 
     def _record(self, name: str, value: Any, result: Result) -> None:
         """Write one record unless it is already there, identical (content, owner, mode)."""
@@ -326,18 +268,9 @@ class Migrator:
         result.changed = True
         if self.cfg.check_mode:
             return
-        tmp = path.with_name(f".{name}.{secrets.token_hex(6)}.djdeploy-tmp")
+        uid, gid = self.cfg.owner_uid, self.cfg.owner_gid
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            try:
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(text)
-                self.chown(tmp, self.cfg.owner_uid, self.cfg.owner_gid)
-                tmp.chmod(RECORD_MODE)
-                tmp.replace(path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            write_atomic(path, text, RECORD_MODE, own=lambda tmp, _fd: self.chown(tmp, uid, gid))
         except OSError as exc:
             raise MigrateError(f"release: writing {path} failed: {exc}") from exc
 
@@ -413,7 +346,7 @@ def main() -> None:
             account=lookup_account(p["user"]),
             owner_uid=uid,
             owner_gid=gid,
-            base_env={name: os.environ[name] for name in PASS_ENV if name in os.environ},
+            base_env=passed_env(),
             check_mode=module.check_mode,
         )
     except LookupError as exc:

@@ -197,9 +197,14 @@ from collections.abc import Callable, Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+
+if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
+    from djdeploy_files import remove_path, replace_symlink, write_atomic
+else:  # Ansible ships the role's module_utils with its modules
+    from ansible.module_utils.djdeploy_files import remove_path, replace_symlink, write_atomic
 
 COLORS = ("blue", "green")
 DRAINING = "nginx: worker process is shutting down"
@@ -262,23 +267,6 @@ def upstream_text(name: str, socket_path: str, color: str, app: str) -> str:
         f"    server unix:{socket_path} fail_timeout=0;\n"
         "}\n"
     )
-
-
-def replace_symlink(link: Path, target: Path) -> None:
-    """Point link at target atomically (a new link renamed over the old one)."""
-    tmp = link.with_name(f".{link.name}.djdeploy-tmp")
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    tmp.symlink_to(target)
-    tmp.replace(link)
-
-
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write a file under a temporary name in its directory, then rename it over the old one."""
-    tmp = path.with_name(f".{path.name}.djdeploy-tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode)
-    tmp.replace(path)
 
 
 @dataclass
@@ -360,13 +348,6 @@ def _link_name(link: Path) -> str:
     return link.readlink().name if link.is_symlink() else ""
 
 
-def _remove_tree(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
-
-
 class Pruner:
     """Remove old releases, their static files, then venvs no remaining release uses.
 
@@ -382,7 +363,7 @@ class Pruner:
         live: str,
         protect: set[str],
         venv_link: str,
-        remove: Callable[[Path], None] = _remove_tree,
+        remove: Callable[[Path], None] = remove_path,
     ) -> None:
         self.app_root = app_root
         self.keep = keep
@@ -461,7 +442,7 @@ class Switch:
         remove: Callable[[Path], None] | None = None,
     ) -> None:
         self.cfg = cfg
-        self.remove = remove or _remove_tree
+        self.remove = remove or remove_path
         self.run = run
         self.http_get = http_get
         self.sleep = sleep
@@ -563,7 +544,7 @@ class Switch:
     def _restore_upstream(self, old_text: str | None) -> None:
         if old_text is None:
             return
-        write_atomic(self.cfg.upstream_file, old_text)
+        write_atomic(self.cfg.upstream_file, old_text, 0o644)
         self._systemctl("reload", "nginx")
 
     # -- the switch ----------------------------------------------------------------------------
@@ -673,6 +654,7 @@ class Switch:
             write_atomic(
                 cfg.upstream_file,
                 upstream_text(cfg.upstream_name, cfg.socket(color), color, cfg.app),
+                0o644,
             )
             self._moved_from = old_text
             rc, out, err = self.run(["nginx", "-t", "-q"])
@@ -709,7 +691,7 @@ class Switch:
                     cfg.app_root / "previous", cfg.app_root / "releases" / self.previous_release
                 )
             live = cfg.app_root / "live-color"
-            write_atomic(live, f"{self.new_color}\n")
+            write_atomic(live, f"{self.new_color}\n", 0o644)
             if cfg.owner or cfg.group:
                 self.chown(live, cfg.owner, cfg.group)
             self.report.live_color = self.new_color
