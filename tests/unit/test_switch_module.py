@@ -29,7 +29,9 @@ class FakeHost:
         self.socket_statuses: list[int | None] = [200]
         self.public_outputs: list[str] = ["200"]
         self.nginx_t_rc = 0
+        # pgrep calls after the reload that still see the old worker (100) beside the new (200).
         self.draining = 0
+        self.reloaded = False
         self.stop_rc = 0
         self.sleeps: list[float] = []
         self.now = 0.0
@@ -43,8 +45,10 @@ class FakeHost:
             return 1, "", "Job failed"
         if argv[:2] == ["systemctl", "stop"] and "green" not in " ".join(argv[2:]):
             return self.stop_rc, "", "boom" if self.stop_rc else ""
-        if argv[:2] == ["systemctl", "reload"] and self.upstream_file is not None:
-            self.upstream_at_reload.append(self.upstream_file.read_text())
+        if argv[:2] == ["systemctl", "reload"]:
+            self.reloaded = True
+            if self.upstream_file is not None:
+                self.upstream_at_reload.append(self.upstream_file.read_text())
         if argv[:2] == ["nginx", "-t"]:
             return self.nginx_t_rc, "", "nginx: [emerg] bad" if self.nginx_t_rc else ""
         if argv[0] == "curl":
@@ -57,10 +61,12 @@ class FakeHost:
         if argv[0] == "journalctl":
             return 0, "line 1\nTraceback: boom\n", ""
         if argv[0] == "pgrep":
+            if not self.reloaded:
+                return 0, "100\n", ""
             if self.draining > 0:
                 self.draining -= 1
-                return 0, "123\n", ""
-            return 1, "", ""
+                return 0, "100\n200\n", ""
+            return 0, "200\n", ""
         return 0, "", ""
 
     def http_get(self, socket_path: str, path: str, headers: dict[str, str], timeout: float) -> int:
@@ -163,10 +169,10 @@ def test_switch_moves_traffic_to_the_idle_color_and_retires_the_old(
             "systemctl start demo@green.service",
             "GET /run/demo/gunicorn-green.sock",
             "nginx -t",
+            "pgrep",
             "systemctl reload nginx",
             "curl",
             "systemctl enable --no-reload demo@green.socket",
-            "pgrep",
             "systemctl stop --no-block demo@blue.service demo@blue.socket",
             "systemctl disable --no-reload demo@blue.socket",
         )
@@ -200,7 +206,8 @@ def test_first_release_has_no_old_color_to_retire(app_root: Path, upstream: Path
     report = make(app_root, upstream, host).execute()
     assert (report.live_color, report.old_color, report.previous_release) == ("blue", "", "")
     assert not (app_root / "previous").exists()
-    assert not host.commands(["pgrep"])
+    # Only the look at nginx's workers before the reload: nothing to drain.
+    assert len(host.commands(["pgrep"])) == 1
     assert [s["step"] for s in report.steps][-1] == "commit"
 
 
@@ -307,7 +314,8 @@ def test_drain_waits_for_old_workers_but_is_bounded(app_root: Path, upstream: Pa
     host = FakeHost()
     host.draining = 3
     make(app_root, upstream, host).execute()
-    assert len(host.commands(["pgrep"])) == 4
+    # One look before the reload, three that still see the old worker, one that does not.
+    assert len(host.commands(["pgrep"])) == 5
 
     host = FakeHost()
     host.draining = 10_000

@@ -18,7 +18,8 @@ description:
     C(nginx -t), reload nginx); public (run I(check_argv), a C(curl) that prints the status,
     until it prints 200, the request going through nginx as a client's would); commit (C(current)
     and C(previous) links, C(live-color), the new color's socket enabled at boot); drain (wait,
-    at most I(drain_timeout) seconds, until no nginx worker of the old configuration is left);
+    at most I(drain_timeout) seconds, until every nginx worker that was alive before the reload
+    has exited);
     retire (stop the old color and disable it at boot); prune (when I(keep) is set, remove the
     releases beyond the newest I(keep) and their static files, then the venvs no kept release
     uses).
@@ -207,7 +208,9 @@ else:  # Ansible ships the role's module_utils with its modules
     from ansible.module_utils.djdeploy_files import remove_path, replace_symlink, write_atomic
 
 COLORS = ("blue", "green")
-DRAINING = "nginx: worker process is shutting down"
+# nginx workers, serving ("nginx: worker process") or draining after a reload ("... is
+# shutting down"): the ones alive before the reload are the old configuration's.
+WORKERS = "nginx: worker process"
 
 # run(argv) -> (rc, stdout, stderr)
 Runner = Callable[[list[str]], tuple[int, str, str]]
@@ -453,6 +456,8 @@ class Switch:
         self.previous_release = self._read_current()
         # The upstream file's content before this run moved it (None: not moved yet).
         self._moved_from: str | None = None
+        # nginx's workers before this run's reload (PIDs); the drain waits for them to exit.
+        self._old_workers: set[str] = set()
         self.report = Report(
             release=cfg.release,
             live_color=self.old_color,
@@ -659,6 +664,7 @@ class Switch:
             self._moved_from = old_text
             rc, out, err = self.run(["nginx", "-t", "-q"])
             if rc == 0:
+                self._old_workers = self._nginx_workers()
                 rc, out, err = self._systemctl("reload", "nginx")
             if rc != 0:
                 self._restore_upstream(old_text)
@@ -702,14 +708,22 @@ class Switch:
                 ["systemctl", "enable", "--no-reload", cfg.unit(self.new_color, "socket")], "enable"
             )
 
+    def _nginx_workers(self) -> set[str]:
+        """PIDs of nginx's worker processes now (serving or shutting down)."""
+        rc, out, _ = self.run(["pgrep", "-f", WORKERS])
+        return set(out.split()) if rc == 0 else set()
+
     def _retire(self) -> None:
         old = self.old_color
         if not old:
             return
         with self._step("drain"):
+            # The reload returns before nginx has replaced its workers: wait until every worker
+            # that was alive before it has exited (the old ones finish their requests, which may
+            # go to the old color), not merely until none is marked as shutting down yet.
             deadline = self.clock() + self.cfg.drain_timeout
-            while self.run(["pgrep", "-f", DRAINING])[0] == 0 and self.clock() < deadline:
-                self.sleep(0.2)
+            while self._old_workers & self._nginx_workers() and self.clock() < deadline:
+                self.sleep(0.1)
         with self._step("retire"):
             try:
                 # Queued, not awaited (--no-block): the old color no longer gets traffic, and
