@@ -533,3 +533,48 @@ def test_socket_paths_follow_the_layouts_socket_name() -> None:
     assert sw.Config(**{**cfg.__dict__, "socket_name": "gunicorn-{color}.sock"}).socket("blue") == (
         "/run/demo/gunicorn-blue.sock"
     )
+
+
+# The run's deploy lock around the switch -------------------------------------------------
+
+
+def _lock_option(lock_dir: Path, token: str) -> dict[str, Any]:
+    return {
+        "app": "demo",
+        "token": token,
+        "who": "bob",
+        "action": "rollback",
+        "run": "previous",
+        "host": "web1",
+        "break_lock": False,
+        "lock_dir": str(lock_dir),
+    }
+
+
+def test_the_run_lock_is_taken_then_given_back(tmp_path: Path) -> None:
+    locks = tmp_path / "locks"
+    held = sw.RunLock(_lock_option(locks, "t1"))
+    held.take()
+    assert held.report["acquired"] is True and (locks / "demo.lock").exists()
+    # Taken again by the same run (a release's layout call took it): kept, not refused.
+    again = sw.RunLock(_lock_option(locks, "t1"))
+    again.take()
+    assert again.give_back() is None
+    assert again.report["released"] is True and not (locks / "demo.lock").exists()
+
+
+def test_another_runs_lock_refuses_the_switch_and_is_left(tmp_path: Path) -> None:
+    locks = tmp_path / "locks"
+    sw.RunLock(_lock_option(locks, "theirs")).take()
+    mine = sw.RunLock(_lock_option(locks, "mine"))
+    with pytest.raises(sw.SwitchError, match="demo on web1 is locked by bob since"):
+        mine.take()
+    # Giving back a lock this run does not hold leaves it and says so.
+    warning = mine.give_back()
+    assert warning is not None and "another run" in warning
+    assert (locks / "demo.lock").exists()
+    # Breaking it (a run that died) takes it, with a warning naming whose lock it was.
+    breaker = sw.RunLock({**_lock_option(locks, "mine"), "break_lock": True})
+    breaker.take()
+    assert breaker.report["holder"]["token"] == "mine"
+    assert any("after breaking the lock of bob" in w for w in breaker.warnings)

@@ -307,6 +307,7 @@ if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
         run_command,
     )
     from djdeploy_files import Chown, lchown, remove_path, replace_symlink, write_atomic
+    from djdeploy_git import GIT_ENV
     from djdeploy_project_lib import (
         InstallOptions,
         ProjectError,
@@ -335,6 +336,7 @@ else:  # Ansible ships the role's module_utils with its modules
         replace_symlink,
         write_atomic,
     )
+    from ansible.module_utils.djdeploy_git import GIT_ENV
     from ansible.module_utils.djdeploy_project_lib import (
         InstallOptions,
         ProjectError,
@@ -346,7 +348,6 @@ else:  # Ansible ships the role's module_utils with its modules
         venv_path,
     )
 
-GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
 COMPLETE = ".djdeploy-complete"
 # Modes a sealed tree keeps at most: the release as exported under umask 026 (files 0640,
 # directories 0751, setgid runtime group), venvs and static files as written under umask 022.

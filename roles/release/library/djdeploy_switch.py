@@ -117,12 +117,53 @@ options:
   host:
     description: Host name used in messages (pass C(inventory_hostname)); default the node name.
     type: str
+  lock:
+    description:
+      - The run's deploy lock (the options of the djdeploy_lock module with
+        C(state=acquired)). Taken before anything else (a run that holds it already, as a
+        release's layout call took it, keeps it; another run's lock fails the call, naming its
+        holder), released when the host is done (a lock that cannot be released is a warning:
+        the switch is done). After a failure the lock stays held; the caller's abort releases
+        the run's locks on every host.
+    type: dict
+    suboptions:
+      app:
+        description: The app; the lock is C(<lock_dir>/<app>.lock).
+        type: str
+        required: true
+      token:
+        description: This run's token.
+        type: str
+        required: true
+      who:
+        description: Who runs it (recorded when the lock is taken here).
+        type: str
+        default: unknown
+      action:
+        description: What the run does (recorded when the lock is taken here).
+        type: str
+        default: ""
+      run:
+        description: What the run deploys (recorded when the lock is taken here).
+        type: str
+        default: ""
+      host:
+        description: The host's name in messages.
+        type: str
+      break_lock:
+        description: Remove a lock of another run first.
+        type: bool
+        default: false
+      lock_dir:
+        description: The root-only directory of the locks.
+        type: path
+        default: /run/djdeploy/locks
 attributes:
   check_mode:
     support: full
     description:
       - Reads the live color and the release and reports the switch it would make and what it
-        would prune; with I(state=live), what it would start or enable.
+        would prune; with I(state=live), what it would start or enable. The lock is only read.
 author:
   - djdeploy
 """
@@ -151,6 +192,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+lock:
+  description: The deploy lock after the call (as djdeploy_lock returns it), with I(lock).
+  returned: when lock is given
+  type: dict
 release:
   description: The release the host serves after the call.
   returned: always
@@ -204,8 +249,16 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
     from djdeploy_files import remove_path, replace_symlink, write_atomic
+    from djdeploy_lock_lib import LOCK_OPTION_SPEC, DeployLock, LockError, Owner, lock_from_option
 else:  # Ansible ships the role's module_utils with its modules
     from ansible.module_utils.djdeploy_files import remove_path, replace_symlink, write_atomic
+    from ansible.module_utils.djdeploy_lock_lib import (
+        LOCK_OPTION_SPEC,
+        DeployLock,
+        LockError,
+        Owner,
+        lock_from_option,
+    )
 
 COLORS = ("blue", "green")
 # nginx workers, serving ("nginx: worker process") or draining after a reload ("... is
@@ -782,6 +835,46 @@ def keep_live(
     return {"live_color": color, "unit": unit, "actions": done, "changed": bool(done)}
 
 
+class RunLock:
+    """The run's deploy lock around the switch: taken (again) before anything changes,
+    released when the host is done. After a failure it stays held: the run's abort releases
+    the locks of every host."""
+
+    def __init__(self, option: dict[str, Any], check_mode: bool = False) -> None:
+        self.lock: DeployLock
+        self.owner: Owner
+        self.lock, self.owner = lock_from_option(option)
+        self.break_lock = bool(option.get("break_lock"))
+        self.check_mode = check_mode
+        self.report: dict[str, Any] = {}
+        self.warnings: list[str] = []
+
+    def take(self) -> None:
+        """Take the lock (a run that holds it already keeps it); SwitchError when refused."""
+        try:
+            taken = self.lock.acquire(
+                self.owner, break_lock=self.break_lock, check_mode=self.check_mode
+            )
+        except LockError as exc:
+            raise SwitchError(str(exc)) from exc
+        self.report = taken.as_dict()
+        if taken.failed:
+            raise SwitchError(taken.msg)
+        if taken.broken_holder:
+            self.warnings.append(f"release: {self.lock.host}: {taken.msg}")
+
+    def give_back(self) -> str | None:
+        """Release the lock; a warning when it could not be (the switch itself is done)."""
+        try:
+            released = self.lock.release(self.owner.token, check_mode=self.check_mode)
+        except LockError as exc:
+            return f"{exc}; remove it with playbooks/lock.yml once nothing runs"
+        self.report = released.as_dict()
+        if not released.released:
+            return f"release: the deploy lock was not released: {released.msg}"
+        return None
+
+
 def main() -> None:
     needed_to_switch = [
         "release",
@@ -812,23 +905,42 @@ def main() -> None:
             "owner": {"type": "str"},
             "group": {"type": "str"},
             "host": {"type": "str"},
+            "lock": LOCK_OPTION_SPEC,
         },
         required_if=[("state", "switched", needed_to_switch)],
         supports_check_mode=True,
     )
     p = module.params
+    run_lock = RunLock(p["lock"], module.check_mode) if p["lock"] else None
+
+    def done(result: dict[str, Any], warnings: list[str]) -> None:
+        """Release the run's lock (this host is done) and report."""
+        if run_lock is not None:
+            warnings = run_lock.warnings + warnings
+            problem = run_lock.give_back()
+            if problem:
+                warnings.append(problem)
+            result["lock"] = run_lock.report
+        for warning in warnings:
+            module.warn(warning)
+        module.exit_json(**result)
+
+    try:
+        if run_lock is not None:
+            run_lock.take()
+    except SwitchError as exc:
+        module.fail_json(msg=exc.msg, lock=run_lock.report if run_lock else {})
     if p["state"] == "live":
         try:
-            module.exit_json(
-                **keep_live(
-                    p["app"],
-                    Path(p["app_root"]),
-                    p["host"] or socket.gethostname(),
-                    check_mode=module.check_mode,
-                )
+            kept = keep_live(
+                p["app"],
+                Path(p["app_root"]),
+                p["host"] or socket.gethostname(),
+                check_mode=module.check_mode,
             )
         except SwitchError as exc:
             module.fail_json(msg=exc.msg)
+        done(kept, [])
     cfg = Config(
         app=p["app"],
         app_root=Path(p["app_root"]),
@@ -861,9 +973,7 @@ def main() -> None:
         module.fail_json(msg=exc.msg, log=exc.log, **switch.report.as_dict())
     except OSError as exc:
         module.fail_json(msg=f"release: switching failed: {exc}", **switch.report.as_dict())
-    for warning in report.warnings:
-        module.warn(warning)
-    module.exit_json(**report.as_dict())
+    done(report.as_dict(), list(report.warnings))
 
 
 if __name__ == "__main__":
