@@ -289,6 +289,8 @@ class Run:
     host_work: float | None = None
     # The build of each host that built in the run, from the summary (build_work).
     builds: list[dict[str, Any]] = field(default_factory=list)
+    # The run's report (playbooks/summary.yml, djdeploy_report_file), when it wrote one.
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 HOST_WORK = re.compile(r" host work ([0-9.]+) s ")
@@ -334,13 +336,18 @@ class BenchError(RuntimeError):
 _step = 0
 
 
-def playbook(inventory: Path, path: str, *args: str, secrets: Path) -> Run:
-    """Run a playbook like a user would; its output goes to .cache/bench/logs/."""
+def playbook(inventory: Path, path: str, *args: str, secrets: Path, report: bool = False) -> Run:
+    """Run a playbook like a user would; its output goes to .cache/bench/logs/. With report,
+    the run also writes its JSON report there (djdeploy_report_file) and Run.report holds it."""
     global _step
     _step += 1
     logs = STATE / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     logfile = logs / f"{_step:02d}-{Path(path).stem}.log"
+    report_file = logfile.with_suffix(".json")
+    report_file.unlink(missing_ok=True)
+    if report:
+        args = (*args, "-e", f"djdeploy_report_file={report_file}")
     env = dict(
         os.environ,
         ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
@@ -370,7 +377,34 @@ def playbook(inventory: Path, path: str, *args: str, secrets: Path) -> Run:
         + (f", host work {work} s" if work is not None else "")
         + "".join(f", {describe_build(b)}" for b in builds)
     )
-    return Run(seconds, changed, work, builds)
+    data = json.loads(report_file.read_text()) if report and report_file.exists() else {}
+    return Run(seconds, changed, work, builds, data)
+
+
+def slow_requests_by_step(probe: dict[str, Any], run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The probe's slowest requests, each with the switch steps (host:step) its time overlaps.
+
+    A request spans from when it was due to that plus its latency (its ``at_epoch`` and ``ms``
+    in the probe's ``slowest``); a step from its ``at`` for its ``seconds`` (the switch
+    module's report, per host, in the run's report). "none" when no switch step overlaps (the
+    slow request came during the build, the migrations, or outside the run)."""
+    steps = [
+        (host, step)
+        for host, facts in (run.get("hosts") or {}).items()
+        for step in (facts.get("switch") or {}).get("steps") or []
+        if "at" in step
+    ]
+    found = []
+    for request in probe.get("slowest") or []:
+        begin = float(request["at_epoch"])
+        end = begin + float(request["ms"]) / 1000
+        during = [
+            f"{host}:{step['step']}"
+            for host, step in steps
+            if begin <= float(step["at"]) + float(step["seconds"]) and float(step["at"]) <= end
+        ]
+        found.append({"ms": request["ms"], "at_s": request["at_s"], "during": during or ["none"]})
+    return found
 
 
 # --- measurements under load -------------------------------------------------------------
@@ -455,15 +489,16 @@ def measure_ours(topo: Topology, load: Load, results: dict[str, Any], repo: str)
     results["hosts"] = {h.name: h.groups for h in topo.hosts}
 
     floors: dict[str, float | None] = {}
+    reports: dict[str, dict[str, Any]] = {}
 
     def release() -> float:
-        run = playbook(inventory, "playbooks/release.yml", secrets=secrets)
-        floors["release"] = run.host_work
+        run = playbook(inventory, "playbooks/release.yml", secrets=secrets, report=True)
+        floors["release"], reports["release"] = run.host_work, run.report
         return run.seconds
 
     def rollback() -> float:
-        run = playbook(inventory, "playbooks/rollback.yml", secrets=secrets)
-        floors["rollback"] = run.host_work
+        run = playbook(inventory, "playbooks/rollback.yml", secrets=secrets, report=True)
+        floors["rollback"], reports["rollback"] = run.host_work, run.report
         return run.seconds
 
     def plain_restart() -> float:
@@ -489,11 +524,15 @@ def measure_ours(topo: Topology, load: Load, results: dict[str, Any], repo: str)
             ).seconds
         push_commit(topo.hosts[0].name, app)
         log(f"{topo.name}: ours, {app}: code-only release under load")
-        app_results["release"] = load.during(front.ip, cacert, release)
-        app_results["release"]["host_work_s"] = floors.get("release")
-        log(f"{topo.name}: ours, {app}: rollback under load")
-        app_results["rollback"] = load.during(front.ip, cacert, rollback)
-        app_results["rollback"]["host_work_s"] = floors.get("rollback")
+        for op, action in (("release", release), ("rollback", rollback)):
+            if op == "rollback":
+                log(f"{topo.name}: ours, {app}: rollback under load")
+            app_results[op] = load.during(front.ip, cacert, action)
+            app_results[op]["host_work_s"] = floors.get(op)
+            # Where the slowest requests fell (which switch step of which host, if any).
+            app_results[op]["slowest_during"] = slow_requests_by_step(
+                app_results[op]["probe"], reports.get(op, {})
+            )
         log(f"{topo.name}: ours, {app}: plain restart of the socket-activated instance (reference)")
         app_results["plain_restart"] = load.during(
             front.ip, cacert, plain_restart, min_requests=int(load.rate * 12)

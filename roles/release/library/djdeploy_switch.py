@@ -541,11 +541,15 @@ class Switch:
 
     @contextmanager
     def _step(self, name: str) -> Iterator[None]:
-        start = self.clock()
+        start, at = self.clock(), time.time()
         try:
             yield
         finally:
-            self.report.steps.append({"step": name, "seconds": round(self.clock() - start, 3)})
+            self.report.steps.append(
+                # at: when the step began (UTC epoch seconds), to line steps up with a load
+                # probe's slow requests.
+                {"step": name, "seconds": round(self.clock() - start, 3), "at": round(at, 3)}
+            )
 
     def _systemctl(self, *args: str) -> tuple[int, str, str]:
         return self.run(["systemctl", *args])
