@@ -64,6 +64,10 @@ records the run's wall seconds and, from the run's summary, the build's seconds,
 step's and the installer (ours.requirements_release in results.json, and a line of the
 summary; ratios uv against pip).
 
+--mitogen runs every playbook (ours and the naive baseline) with Mitogen's mitogen_linear
+strategy (PyPI mitogen, pinned in requirements-dev.txt) instead of Ansible's linear one, and
+writes results-mitogen.json instead: the same measurements, to compare the two.
+
 results.json keeps the topologies of an earlier run that this run does not measure (each with
 the date and settings of the run that measured it, under `from_run`): `--topology multi` adds
 its results beside the single ones.
@@ -73,6 +77,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -334,6 +339,17 @@ class BenchError(RuntimeError):
 
 
 _step = 0
+# Extra environment of every playbook run (--mitogen sets the strategy).
+STRATEGY_ENV: dict[str, str] = {}
+
+
+def mitogen_env() -> dict[str, str]:
+    """The environment that makes ansible-playbook use Mitogen's linear strategy."""
+    spec = importlib.util.find_spec("ansible_mitogen")
+    if spec is None or spec.origin is None:
+        raise BenchError("--mitogen needs the mitogen package (make setup installs it)")
+    plugins = Path(spec.origin).parent / "plugins" / "strategy"
+    return {"ANSIBLE_STRATEGY_PLUGINS": str(plugins), "ANSIBLE_STRATEGY": "mitogen_linear"}
 
 
 def playbook(inventory: Path, path: str, *args: str, secrets: Path, report: bool = False) -> Run:
@@ -356,6 +372,7 @@ def playbook(inventory: Path, path: str, *args: str, secrets: Path, report: bool
         ANSIBLE_SSH_CONTROL_PATH_DIR=str(STATE / "cp"),
         ANSIBLE_FORCE_COLOR="0",
         ANSIBLE_NOCOLOR="1",
+        **STRATEGY_ENV,
     )
     cmd = ["ansible-playbook", "-i", str(inventory), path, "-e", f"@{secrets}", *args]
     log(f"{' '.join(cmd[:4])} {' '.join(args)} (log: {logfile.relative_to(ROOT)})")
@@ -806,16 +823,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-requests", type=int, default=3000, help="per measured window")
     parser.add_argument("--max-seconds", type=float, default=600, help="hard bound per window")
     parser.add_argument("--skip-naive", action="store_true", help="only our stack")
+    parser.add_argument(
+        "--mitogen", action="store_true", help="Mitogen's strategy (results-mitogen.json)"
+    )
     args = parser.parse_args(argv)
+    if args.mitogen:
+        STRATEGY_ENV.update(mitogen_env())
 
     def terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
-    out = STATE / "results.json"
+    out = STATE / ("results-mitogen.json" if args.mitogen else "results.json")
+    other = STATE / ("results.json" if args.mitogen else "results-mitogen.json")
     earlier = earlier_results(out)
+    # The other strategy's results survive this run (they are compared side by side).
+    kept_other = other.read_text() if other.exists() else None
     shutil.rmtree(STATE, ignore_errors=True)
     STATE.mkdir(parents=True)
+    if kept_other is not None:
+        other.write_text(kept_other)
     names = ["single", "multi"] if args.topology == "all" else [args.topology]
     results: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -825,6 +852,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
         },
         "distro": args.distro,
+        "ansible_strategy": STRATEGY_ENV.get("ANSIBLE_STRATEGY", "linear"),
         "probe": {
             "url": f"https://{SERVER_NAME}/",
             "rate": args.rate,
