@@ -37,6 +37,15 @@ class FakeHost:
         self.now = 0.0
         self.upstream_at_reload: list[str] = []
         self.upstream_file: Path | None = None
+        # The old color's main PID (systemctl show) and a fake /proc; renice calls made.
+        self.main_pid = "4242"
+        self.proc = Path("/nonexistent/proc")
+        self.reniced: list[tuple[int, int]] = []
+
+    def renice(self, pid: int, niceness: int) -> None:
+        if pid == 9999:
+            raise ProcessLookupError("gone")
+        self.reniced.append((pid, niceness))
 
     def run(self, argv: list[str]) -> tuple[int, str, str]:
         self.calls.append(list(argv))
@@ -58,6 +67,8 @@ class FakeHost:
                 else self.public_outputs[0]
             )
             return 0, out, ""
+        if argv[:2] == ["systemctl", "show"]:
+            return 0, f"{self.main_pid}\n", ""
         if argv[0] == "journalctl":
             return 0, "line 1\nTraceback: boom\n", ""
         if argv[0] == "pgrep":
@@ -137,6 +148,8 @@ def make(app_root: Path, upstream: Path, host: FakeHost, **overrides: Any) -> An
         clock=host.clock,
         chown=lambda path, user, group: None,
         remove=remove,
+        renice=host.renice,
+        proc=host.proc,
     )
 
 
@@ -578,3 +591,30 @@ def test_another_runs_lock_refuses_the_switch_and_is_left(tmp_path: Path) -> Non
     breaker.take()
     assert breaker.report["holder"]["token"] == "mine"
     assert any("after breaking the lock of bob" in w for w in breaker.warnings)
+
+
+def test_the_old_colors_processes_are_reniced_before_they_stop(
+    app_root: Path, upstream: Path, tmp_path: Path
+) -> None:
+    host = FakeHost()
+    host.proc = tmp_path / "proc"
+    old = "0::/system.slice/system-demo.slice/demo@blue.service\n"
+    for pid, cgroup in (
+        ("4242", old),  # the master
+        ("4243", old),  # a worker
+        ("9999", old),  # a worker that exits meanwhile
+        ("5000", "0::/system.slice/system-demo.slice/demo@green.service\n"),  # the live color
+        ("self", old),  # not a PID
+    ):
+        (host.proc / pid).mkdir(parents=True)
+        (host.proc / pid / "cgroup").write_text(cgroup)
+    make(app_root, upstream, host).execute()
+    assert host.reniced == [(4242, 19), (4243, 19)]
+    order = [" ".join(c) for c in host.calls]
+    show = order.index("systemctl show --property=MainPID --value demo@blue.service")
+    assert show < order.index("systemctl stop --no-block demo@blue.service demo@blue.socket")
+    # A color that runs nothing (MainPID 0) is left alone.
+    host2 = FakeHost()
+    host2.main_pid = "0"
+    make(app_root, upstream, host2).execute()
+    assert host2.reniced == []
