@@ -222,3 +222,44 @@ def test_list_shows_every_release_with_its_migrations(root: Path) -> None:
 def test_without_list_nothing_is_listed(root: Path) -> None:
     result = state(root)
     assert (result["releases"], result["lines"]) == ([], [])
+
+
+# The rollback's refusals (module_utils/djdeploy_releases_lib.py): djdeploy_switch checks them
+# in its own call, djdeploy_releases with check=true before a host leaves the rotation. -----
+
+lib = load("roles/release/module_utils/djdeploy_releases_lib.py")
+
+
+def refusal(root: Path, allow: bool = False, **options: Any) -> str:
+    try:
+        lib.rollback_target(
+            rs.Config(app_root=root, host="web1", rollback=True, **options),
+            allow_migrations=allow,
+            manage="/usr/local/bin/demo-manage",
+            runtime_user="demo",
+        )
+    except rs.StateError as exc:
+        return str(exc.msg)
+    return ""
+
+
+def test_rollback_refusals_name_the_reason_and_the_way_out(root: Path) -> None:
+    # Previous (R3) is behind R4, which applied two migrations.
+    past = refusal(root)
+    assert "releases after " + R3 + " up to the live " + R4 + " applied migrations" in past
+    assert "greetings.0004_fourth, shop.0002_price" in past
+    assert "release_rollback_allow_migrations=true" in past
+    assert "sudo -u demo /usr/local/bin/demo-manage migrate" in past
+    assert refusal(root, allow=True) == ""
+    assert "is already live on web1" in refusal(root, rollback_to=R4)
+    assert "release 20990101T000000Z-ffffffff does not exist" in refusal(
+        root, rollback_to="20990101T000000Z-ffffffff"
+    )
+    (root / "releases" / R2 / FAILED).write_text("{}")
+    assert f"{R2} failed its switch before" in refusal(root, rollback_to=R2, allow=True)
+    (root / "previous").unlink()
+    assert "no previous release is recorded" in refusal(root)
+
+
+def test_a_rollback_without_a_live_release_is_refused(tmp_path: Path) -> None:
+    assert "no live release on web1" in refusal(tmp_path / "srv/none")

@@ -47,6 +47,27 @@ options:
     description: Release id to roll back to; empty for the release C(previous) points at.
     type: str
     default: ""
+  check:
+    description:
+      - With I(rollback), fail (C(refused=true)) with the reason when the rollback must not go
+        ahead: the target does not exist, is the live release, failed its switch, or releases
+        after it applied migrations and not I(allow_migrations). The same check as
+        djdeploy_switch's I(rollback) option, for a caller that must know before the switch
+        (a host about to leave the balancers' rotation).
+    type: bool
+    default: false
+  allow_migrations:
+    description: With I(check), allow a rollback past releases that applied migrations.
+    type: bool
+    default: false
+  manage:
+    description: With I(check), the manage.py wrapper named in the migrations message.
+    type: str
+    default: ""
+  runtime_user:
+    description: With I(check), the runtime user named in the migrations message.
+    type: str
+    default: ""
   list:
     description: List every release (C(releases), C(lines)).
     type: bool
@@ -152,98 +173,35 @@ lines:
 """
 
 import socket  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING, Any  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
-    from djdeploy_migration_safety import record_names
-    from djdeploy_record import RecordError, read_json, read_live_record
+    from djdeploy_releases_lib import (
+        Config,
+        StateError,
+        read_applied,
+        read_json_state,
+        read_live,
+        release_ids,
+        resolve_target,
+        rollback_target,
+    )
 else:  # Ansible ships the role's module_utils with its modules
-    from ansible.module_utils.djdeploy_migration_safety import record_names
-    from ansible.module_utils.djdeploy_record import RecordError, read_json, read_live_record
+    from ansible.module_utils.djdeploy_releases_lib import (
+        Config,
+        StateError,
+        read_applied,
+        read_json_state,
+        read_live,
+        release_ids,
+        resolve_target,
+        rollback_target,
+    )
 
-
-class StateError(Exception):
-    """The host's release state cannot be read."""
-
-    def __init__(self, msg: str) -> None:
-        super().__init__(msg)
-        self.msg = msg
-
-
-@dataclass
-class Config:
-    """What to read (the module's options)."""
-
-    app_root: Path
-    record: str = ".djdeploy-release.json"
-    failed_marker: str = ".djdeploy-failed.json"
-    migrations_file: str = ".djdeploy-migrations.json"
-    rollback: bool = False
-    rollback_to: str = ""
-    host: str = ""
-    listing: bool = False
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return read_json(path)
-    except RecordError as exc:
-        raise StateError(str(exc)) from exc
-
-
-def read_live(cfg: Config) -> dict[str, Any]:
-    """The live release's record; empty when there is no live release (no current or record)."""
-    try:
-        return read_live_record(cfg.app_root, cfg.record)
-    except RecordError as exc:
-        raise StateError(str(exc)) from exc
-
-
-def _valid_id(release: str) -> bool:
-    return bool(release) and "/" not in release and release not in (".", "..")
-
-
-def release_ids(releases: Path) -> list[str]:
-    try:
-        return sorted(e.name for e in releases.iterdir() if not e.name.startswith("."))
-    except FileNotFoundError:
-        return []
-
-
-def read_applied(path: Path, release: str) -> list[dict[str, Any]]:
-    """The entries of a migrations record (a list of names from older releases, or of entries
-    with name, reversible, unsafe, allowed_by); empty when the file is missing."""
-    if not path.is_file():
-        return []
-    applied = _read_json(path)
-    if record_names(applied) is None:
-        raise StateError(f"release: {path} is not a list of migrations")
-    entries: list[dict[str, Any]] = []
-    for item in applied:
-        entry = {"name": item} if isinstance(item, str) else dict(item)
-        entries.append(
-            {
-                "name": entry["name"],
-                "release": release,
-                "reversible": entry.get("reversible"),
-                "unsafe": list(entry.get("unsafe") or []),
-                "allowed_by": entry.get("allowed_by", ""),
-            }
-        )
-    return entries
-
-
-def applied_between(releases: Path, after: str, upto: str, name: str) -> list[dict[str, Any]]:
-    """Migrations applied by the releases with after < id <= upto, in id order."""
-    found: list[dict[str, Any]] = []
-    for release in release_ids(releases):
-        if after < release <= upto:
-            found.extend(read_applied(releases / release / name, release))
-    return found
+__all__ = ["Config", "StateError", "read_state"]
 
 
 def _link_name(path: Path) -> str:
@@ -272,8 +230,8 @@ def list_releases(cfg: Config) -> tuple[list[dict[str, Any]], list[str]]:
         if not directory.is_dir():
             continue
         record_path, failed_path = directory / cfg.record, directory / cfg.failed_marker
-        record = _read_json(record_path) if record_path.is_file() else {}
-        failed = _read_json(failed_path) if failed_path.is_file() else {}
+        record = read_json_state(record_path) if record_path.is_file() else {}
+        failed = read_json_state(failed_path) if failed_path.is_file() else {}
         migrations = read_applied(directory / cfg.migrations_file, release)
         item = {
             "id": release,
@@ -311,34 +269,6 @@ def release_line(item: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def resolve_target(cfg: Config, live: dict[str, Any]) -> dict[str, Any]:
-    """The rollback target: rollback_to, else where the previous link points."""
-    root = cfg.app_root
-    if cfg.rollback_to:
-        path = root / "releases" / cfg.rollback_to
-        release = cfg.rollback_to if _valid_id(cfg.rollback_to) else ""
-    else:
-        path = root / "previous"
-        release = path.readlink().name if path.is_symlink() else ""
-    directory = root / "releases" / release
-    exists = _valid_id(release) and directory.is_dir()
-    live_id = str(live.get("id", ""))
-    target: dict[str, Any] = {
-        "id": release,
-        "path": str(path),
-        "exists": exists,
-        "live": exists and release == live_id,
-        "failed": exists and (directory / cfg.failed_marker).exists(),
-        "applied_migrations": [],
-    }
-    target["applied"] = []
-    if exists:
-        applied = applied_between(root / "releases", release, live_id, cfg.migrations_file)
-        target["applied"] = applied
-        target["applied_migrations"] = [entry["name"] for entry in applied]
-    return target
-
-
 def read_state(cfg: Config) -> dict[str, Any]:
     """Everything the module returns."""
     live = read_live(cfg)
@@ -372,6 +302,10 @@ def main() -> None:
             "rollback_to": {"type": "str", "default": ""},
             "host": {"type": "str"},
             "list": {"type": "bool", "default": False},
+            "check": {"type": "bool", "default": False},
+            "allow_migrations": {"type": "bool", "default": False},
+            "manage": {"type": "str", "default": ""},
+            "runtime_user": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )
@@ -387,9 +321,16 @@ def main() -> None:
         listing=p["list"],
     )
     try:
+        if p["rollback"] and p["check"]:
+            rollback_target(
+                cfg,
+                allow_migrations=p["allow_migrations"],
+                manage=p["manage"],
+                runtime_user=p["runtime_user"],
+            )
         module.exit_json(**read_state(cfg))
     except StateError as exc:
-        module.fail_json(msg=exc.msg)
+        module.fail_json(msg=exc.msg, refused=p["check"])
 
 
 if __name__ == "__main__":
