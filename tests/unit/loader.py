@@ -35,11 +35,16 @@ def _exec(path: Path, name: str) -> ModuleType:
 
 
 def _util(path: Path) -> ModuleType:
-    """A role's module_utils file as ansible.module_utils.<stem>, loaded once."""
+    """A role's module_utils file as ansible.module_utils.<stem>, loaded once, after the
+    module_utils of its role that it imports."""
     name = f"{UTILS}.{path.stem}"
     known = sys.modules.get(name)
     if known is not None and getattr(known, "__file__", None) == str(path):
         return known
+    source = path.read_text()
+    for util in sorted(path.parent.glob("*.py")):
+        if util != path and f"{UTILS}.{util.stem} import" in source:
+            _util(util)
     return _exec(path, name)
 
 

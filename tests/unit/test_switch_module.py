@@ -6,6 +6,7 @@ command runner that plays systemctl, nginx, curl, journalctl and pgrep.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -618,3 +619,23 @@ def test_the_old_colors_processes_are_reniced_before_they_stop(
     host2.main_pid = "0"
     make(app_root, upstream, host2).execute()
     assert host2.reniced == []
+
+
+def test_a_rollback_resolves_its_target_or_refuses_before_anything(app_root: Path) -> None:
+    # OLD is the previous release of the fixture tree (current -> OLD is live: no previous).
+    (app_root / "releases" / OLD / ".djdeploy-release.json").write_text(json.dumps({"id": OLD}))
+    option = {
+        "to": "",
+        "record": ".djdeploy-release.json",
+        "failed_marker": ".djdeploy-failed.json",
+        "migrations_file": ".djdeploy-migrations.json",
+        "allow_migrations": False,
+        "manage": "/usr/local/bin/demo-manage",
+        "runtime_user": "demo",
+    }
+    with pytest.raises(sw.SwitchError, match="no previous release is recorded"):
+        sw.resolve_rollback(app_root, "web1", option)
+    release, read = sw.resolve_rollback(app_root, "web1", {**option, "to": NEW})
+    assert release == NEW and read["live"]["id"] == OLD and read["target"]["exists"]
+    with pytest.raises(sw.SwitchError, match="is already live on web1"):
+        sw.resolve_rollback(app_root, "web1", {**option, "to": OLD})

@@ -52,8 +52,8 @@ options:
   release:
     description:
       - The release to serve (a directory name in C(<app_root>/releases)). Required with
-        I(state=switched), as are I(socket_dir), I(upstream_file), I(upstream_name),
-        I(health_host) and I(check_argv).
+        I(state=switched) unless I(rollback) is given; so are I(socket_dir),
+        I(upstream_file), I(upstream_name), I(health_host) and I(check_argv).
     type: str
   socket_dir:
     description: Directory of the per-color sockets.
@@ -117,6 +117,43 @@ options:
   host:
     description: Host name used in messages (pass C(inventory_hostname)); default the node name.
     type: str
+  rollback:
+    description:
+      - Switch back instead of to I(release) (which is then not needed). Before anything else
+        (before the lock is taken), the target is resolved from the host's records (C(to), else
+        where C(previous) points) and the call fails with C(refused=true) and the reason when
+        the target does not exist, is the live release, failed its switch before, or releases
+        after it up to the live one applied migrations (unless C(allow_migrations)).
+    type: dict
+    suboptions:
+      to:
+        description: The release id to go back to; empty for the one C(previous) points at.
+        type: str
+        default: ""
+      record:
+        description: Name of the release record inside a release directory.
+        type: str
+        required: true
+      failed_marker:
+        description: Name of the marker of a release that failed its switch.
+        type: str
+        required: true
+      migrations_file:
+        description: Name of the record of the migrations a release applied.
+        type: str
+        default: .djdeploy-migrations.json
+      allow_migrations:
+        description: Go back past releases that applied migrations.
+        type: bool
+        default: false
+      manage:
+        description: The manage.py wrapper (named in the migrations message).
+        type: str
+        required: true
+      runtime_user:
+        description: The runtime user (named in the migrations message).
+        type: str
+        required: true
   lock:
     description:
       - The run's deploy lock (the options of the djdeploy_lock module with
@@ -192,6 +229,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+rollback:
+  description: With I(rollback), what was read (C(live), the live record, and C(target)).
+  returned: when rollback is given and the switch ran
+  type: dict
 lock:
   description: The deploy lock after the call (as djdeploy_lock returns it), with I(lock).
   returned: when lock is given
@@ -251,6 +292,8 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
     from djdeploy_files import remove_path, replace_symlink, write_atomic
     from djdeploy_lock_lib import LOCK_OPTION_SPEC, DeployLock, LockError, Owner, lock_from_option
+    from djdeploy_releases_lib import Config as ReleasesConfig
+    from djdeploy_releases_lib import StateError, rollback_target
 else:  # Ansible ships the role's module_utils with its modules
     from ansible.module_utils.djdeploy_files import remove_path, replace_symlink, write_atomic
     from ansible.module_utils.djdeploy_lock_lib import (
@@ -260,6 +303,8 @@ else:  # Ansible ships the role's module_utils with its modules
         Owner,
         lock_from_option,
     )
+    from ansible.module_utils.djdeploy_releases_lib import Config as ReleasesConfig
+    from ansible.module_utils.djdeploy_releases_lib import StateError, rollback_target
 
 COLORS = ("blue", "green")
 # nginx workers, serving ("nginx: worker process") or draining after a reload ("... is
@@ -929,9 +974,48 @@ class RunLock:
         return None
 
 
+def resolve_rollback(
+    app_root: Path, host: str, option: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """A rollback's target release and what was read ({live, target}); SwitchError with the
+    reason when it must not go ahead (read-only: nothing has changed yet)."""
+    cfg = ReleasesConfig(
+        app_root=app_root,
+        record=option["record"],
+        failed_marker=option["failed_marker"],
+        migrations_file=option["migrations_file"],
+        rollback=True,
+        rollback_to=option.get("to") or "",
+        host=host,
+    )
+    try:
+        live, target = rollback_target(
+            cfg,
+            allow_migrations=bool(option.get("allow_migrations")),
+            manage=option["manage"],
+            runtime_user=option["runtime_user"],
+        )
+    except StateError as exc:
+        raise SwitchError(exc.msg) from exc
+    return str(target["id"]), {"live": live, "target": target}
+
+
+ROLLBACK_OPTION_SPEC: dict[str, Any] = {
+    "type": "dict",
+    "options": {
+        "to": {"type": "str", "default": ""},
+        "record": {"type": "str", "required": True},
+        "failed_marker": {"type": "str", "required": True},
+        "migrations_file": {"type": "str", "default": ".djdeploy-migrations.json"},
+        "allow_migrations": {"type": "bool", "default": False},
+        "manage": {"type": "str", "required": True},
+        "runtime_user": {"type": "str", "required": True},
+    },
+}
+
+
 def main() -> None:
     needed_to_switch = [
-        "release",
         "socket_dir",
         "upstream_file",
         "upstream_name",
@@ -960,11 +1044,22 @@ def main() -> None:
             "group": {"type": "str"},
             "host": {"type": "str"},
             "lock": LOCK_OPTION_SPEC,
+            "rollback": ROLLBACK_OPTION_SPEC,
         },
         required_if=[("state", "switched", needed_to_switch)],
         supports_check_mode=True,
     )
     p = module.params
+    host = p["host"] or socket.gethostname()
+    release: str = p["release"] or ""
+    rolled_back: dict[str, Any] = {}
+    if p["rollback"]:
+        try:
+            release, rolled_back = resolve_rollback(Path(p["app_root"]), host, p["rollback"])
+        except SwitchError as exc:
+            module.fail_json(msg=exc.msg, refused=True)
+    elif p["state"] == "switched" and not release:
+        module.fail_json(msg="release: djdeploy_switch needs release (or rollback) to switch")
     run_lock = RunLock(p["lock"], module.check_mode) if p["lock"] else None
 
     def done(result: dict[str, Any], warnings: list[str]) -> None:
@@ -975,6 +1070,8 @@ def main() -> None:
             if problem:
                 warnings.append(problem)
             result["lock"] = run_lock.report
+        if rolled_back:
+            result["rollback"] = rolled_back
         for warning in warnings:
             module.warn(warning)
         module.exit_json(**result)
@@ -998,7 +1095,7 @@ def main() -> None:
     cfg = Config(
         app=p["app"],
         app_root=Path(p["app_root"]),
-        release=p["release"],
+        release=release,
         socket_dir=Path(p["socket_dir"]),
         socket_name=p["socket_name"],
         upstream_file=Path(p["upstream_file"]),
@@ -1013,7 +1110,7 @@ def main() -> None:
         venv_link=p["venv_link"],
         owner=p["owner"],
         group=p["group"],
-        host=p["host"] or socket.gethostname(),
+        host=host,
     )
     switch = Switch(cfg)
     try:
