@@ -10,19 +10,19 @@ short_description: Create the build user, the app tree, the env file and the man
 description:
   - One call, as root, does what the release role needs on a web host before a build, in this
     order, changing only what differs. Everything it changed is listed in C(changes).
-  - First, without changing anything: with I(resolve), the commit its C(ref) names in its
+  - First, without changing anything, with I(resolve), the commit its C(ref) names in its
     C(repo) (C(git ls-remote) as its C(user), the deploy user; a full commit id is taken as
     given; an unreadable repository or a ref that does not exist fails the call); with
     I(live_record), the live release's record. Then, with I(lock), the deploy lock is taken
     (the same lock as the djdeploy_lock module's; a lock held by another run fails the call,
     naming its holder, before anything else changes).
-  - The build user's group (I(build_user), a system group) and the build user: a system user
+  - The build user's group (I(build_user), a system group) and the build user, a system user
     whose primary group is that group, whose supplementary groups are exactly I(build_groups),
     with the shell I(build_shell) and the home I(build_home) (not created here). A new user's
     password is locked (C(!)); the password of an existing user is left as it is. Users and
     groups are read with C(pwd) and C(grp) and changed with C(groupadd), C(useradd) and
     C(usermod).
-  - Each of I(directories), in order: created when missing (with missing parents, owned by
+  - Each of I(directories), in order; created when missing (with missing parents, owned by
     root, mode C(0755)), then its owner, group and mode set when they differ. A symlink to a
     directory is followed; anything else that is not a directory fails.
   - Each path of I(absent) is removed (a directory with everything in it).
@@ -30,7 +30,7 @@ description:
     symlink is skipped), each pair of I(link_names) whose C(old) entry is a symlink and whose
     C(new) name is free gets C(new), a symlink with the same target, owned by I(links_owner).
   - Each of I(files) (unless C(enabled) is false) is written when its content, owner, group or
-    mode differ: a temporary file in the same directory gets the content, owner and mode,
+    mode differ; a temporary file in the same directory gets the content, owner and mode,
     then is renamed over the file, so a reader sees the old or the new file, never a part.
     The content is never returned or logged.
 options:
@@ -133,38 +133,6 @@ options:
         options of the djdeploy_lock module with C(state=acquired)). The lock stays held when
         the call returns; the switch (or the run's abort) releases it.
     type: dict
-    suboptions:
-      app:
-        description: The app; the lock is C(<lock_dir>/<app>.lock).
-        type: str
-        required: true
-      token:
-        description: This run's token (the same on every host of the run).
-        type: str
-        required: true
-      who:
-        description: Who runs the release (recorded in the lock).
-        type: str
-        default: unknown
-      action:
-        description: What the run does (recorded in the lock).
-        type: str
-        default: ""
-      run:
-        description: What the run deploys (recorded in the lock).
-        type: str
-        default: ""
-      host:
-        description: The host's name in messages.
-        type: str
-      break_lock:
-        description: Remove a lock of another run first (left by a run that died).
-        type: bool
-        default: false
-      lock_dir:
-        description: The root-only directory of the locks.
-        type: path
-        default: /run/djdeploy/locks
   files:
     description: Files to write, in order.
     type: list
@@ -205,6 +173,8 @@ attributes:
     description: Reports what would change (in C(changes)) and changes nothing.
 notes:
   - Runs as root.
+extends_documentation_fragment:
+  - djdeploy_lock_option
 author:
   - djdeploy
 """

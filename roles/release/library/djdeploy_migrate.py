@@ -29,7 +29,7 @@ description:
   - Runs as root. Runs the app's manage.py wrapper (I(manage)) as I(user) with a minimal
     environment (HOME, USER, LOGNAME, PATH, LANG, the proxy variables of the module's own
     environment) plus C(DJDEPLOY_RELEASE_DIR=release_dir), with that user's groups.
-  - I(step=plan) runs I(plan_script) with C(manage.py shell -c): Django's MigrationExecutor
+  - I(step=plan) runs I(plan_script) with C(manage.py shell -c); Django's MigrationExecutor
     computes the migrations C(migrate) would apply and describes each operation. Each operation
     is classified safe, unsafe or unknown for the code of the live release (the release role's
     README has the table). When I(live) is set (a release is serving) and an unsafe or unknown
@@ -79,7 +79,7 @@ options:
   live:
     description:
       - With I(step=plan), the id of the release that serves now; empty on a first deploy (no old
-        code to break: unsafe operations are recorded, not refused).
+        code to break; unsafe operations are recorded, not refused).
     type: str
     default: ""
   allow_unsafe:
@@ -95,7 +95,7 @@ options:
     default: []
   migrations:
     description:
-      - With I(step=migrate), what to record: the plan's C(plan) (entries with C(name),
+      - With I(step=migrate), what to record; the plan's C(plan) (entries with C(name),
         C(reversible), C(unsafe), C(allowed_by)), or migration names.
     type: list
     elements: raw

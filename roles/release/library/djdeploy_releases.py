@@ -50,8 +50,8 @@ options:
   check:
     description:
       - With I(rollback), fail (C(refused=true)) with the reason when the rollback must not go
-        ahead: the target does not exist, is the live release, failed its switch, or releases
-        after it applied migrations and not I(allow_migrations). The same check as
+        ahead, because the target does not exist, is the live release, failed its switch, or
+        releases after it applied migrations and not I(allow_migrations). The same check as
         djdeploy_switch's I(rollback) option, for a caller that must know before the switch
         (a host about to leave the balancers' rotation).
     type: bool

@@ -159,48 +159,18 @@ options:
       - The run's deploy lock (the options of the djdeploy_lock module with
         C(state=acquired)). Taken before anything else (a run that holds it already, as a
         release's layout call took it, keeps it; another run's lock fails the call, naming its
-        holder), released when the host is done (a lock that cannot be released is a warning:
-        the switch is done). After a failure the lock stays held; the caller's abort releases
-        the run's locks on every host.
+        holder), released when the host is done (a lock that cannot be released is a warning,
+        as the switch is done). After a failure the lock stays held; the caller's abort
+        releases the run's locks on every host.
     type: dict
-    suboptions:
-      app:
-        description: The app; the lock is C(<lock_dir>/<app>.lock).
-        type: str
-        required: true
-      token:
-        description: This run's token.
-        type: str
-        required: true
-      who:
-        description: Who runs it (recorded when the lock is taken here).
-        type: str
-        default: unknown
-      action:
-        description: What the run does (recorded when the lock is taken here).
-        type: str
-        default: ""
-      run:
-        description: What the run deploys (recorded when the lock is taken here).
-        type: str
-        default: ""
-      host:
-        description: The host's name in messages.
-        type: str
-      break_lock:
-        description: Remove a lock of another run first.
-        type: bool
-        default: false
-      lock_dir:
-        description: The root-only directory of the locks.
-        type: path
-        default: /run/djdeploy/locks
 attributes:
   check_mode:
     support: full
     description:
       - Reads the live color and the release and reports the switch it would make and what it
         would prune; with I(state=live), what it would start or enable. The lock is only read.
+extends_documentation_fragment:
+  - djdeploy_lock_option
 author:
   - djdeploy
 """
