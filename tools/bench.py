@@ -306,7 +306,10 @@ BUILD_WORK = re.compile(
 
 def summary_text(text: str) -> str:
     """The run's summary, on one line: the output's YAML folds long lines at spaces."""
-    return " ".join(text.rpartition("TASK [Summary |")[2].split())
+    # From the summary play's first task (the printed summary; the JSON report's task, when the
+    # run writes one, comes after it) to the recap.
+    printed = text.partition("TASK [Summary |")[2].partition("\nPLAY RECAP")[0]
+    return " ".join(printed.split())
 
 
 def host_work(text: str) -> float | None:

@@ -119,6 +119,9 @@ def test_host_work_sums_the_summary_lines_of_the_run() -> None:
         '"web2: r on blue (was a on green), host work 1.25 s (start 0.5)",\n'
     )
     assert bench.host_work(text) == 3.75
+    # The JSON report's task after the printed summary does not hide it.
+    with_report = text + "TASK [Summary | Write the run's report as JSON] ***\nok: [web1]\n"
+    assert bench.host_work(with_report + "PLAY RECAP ***\n") == 3.75
     assert bench.host_work("TASK [Summary | x]\nweb1: unchanged, serving r\n") is None
 
 
