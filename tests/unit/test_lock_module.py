@@ -314,3 +314,16 @@ def test_the_module_reports_no_change_and_fails_on_a_held_lock(
     assert rc == 0 and result["released"] is True and result["changed"] is False
     rc, result = _module(tmp_path, app="demo", lock_dir=str(lock_dir), state="acquired")
     assert rc != 0 and "token" in result["msg"]
+
+
+def test_take_for_run_raises_with_the_holder_and_warns_when_breaking(lock_dir: Path) -> None:
+    lib = load("roles/release/module_utils/djdeploy_lock_lib.py")
+    lock = lib.DeployLock(lock_dir, "demo", host="web1")
+    lib.take_for_run(lock, lib.Owner(token="t1", who="alice"))
+    with pytest.raises(lib.LockRefusedError) as refused:
+        lib.take_for_run(lock, lib.Owner(token="t2"))
+    assert refused.value.result.holder["who"] == "alice"
+    assert "locked by alice since" in str(refused.value)
+    taken, warnings = lib.take_for_run(lock, lib.Owner(token="t2"), break_lock=True)
+    assert taken.acquired and warnings == [f"release: web1: {taken.msg}"]
+    assert "after breaking the lock of alice" in warnings[0]

@@ -252,7 +252,13 @@ if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
     from djdeploy_accounts import run_command as run_as
     from djdeploy_files import write_atomic
     from djdeploy_git import GIT_ENV, GitError, resolve_ref
-    from djdeploy_lock_lib import LOCK_OPTION_SPEC, LockError, lock_from_option
+    from djdeploy_lock_lib import (
+        LOCK_OPTION_SPEC,
+        LockError,
+        LockRefusedError,
+        lock_from_option,
+        take_for_run,
+    )
     from djdeploy_record import RecordError, read_live_record
 else:  # Ansible ships the role's module_utils with its modules
     from ansible.module_utils.djdeploy_accounts import (
@@ -267,7 +273,9 @@ else:  # Ansible ships the role's module_utils with its modules
     from ansible.module_utils.djdeploy_lock_lib import (
         LOCK_OPTION_SPEC,
         LockError,
+        LockRefusedError,
         lock_from_option,
+        take_for_run,
     )
     from ansible.module_utils.djdeploy_record import RecordError, read_live_record
 
@@ -534,16 +542,19 @@ class Layout:
             return
         try:
             lock, owner = lock_from_option(self.cfg.lock)
-            taken = lock.acquire(
-                owner, break_lock=bool(self.cfg.lock.get("break_lock")), check_mode=self.check_mode
+            taken, warnings = take_for_run(
+                lock,
+                owner,
+                break_lock=bool(self.cfg.lock.get("break_lock")),
+                check_mode=self.check_mode,
             )
+        except LockRefusedError as exc:
+            self.lock = exc.result.as_dict()
+            raise LayoutError(str(exc)) from exc
         except LockError as exc:
             raise LayoutError(str(exc)) from exc
         self.lock = taken.as_dict()
-        if taken.failed:
-            raise LayoutError(taken.msg)
-        if taken.broken_holder:
-            self.warnings.append(f"release: {lock.host}: {taken.msg}")
+        self.warnings.extend(warnings)
 
     def read_live(self) -> None:
         """The live release's record (read first: a broken record changes nothing)."""

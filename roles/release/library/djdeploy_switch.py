@@ -261,7 +261,15 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
     from djdeploy_files import remove_path, replace_symlink, write_atomic
-    from djdeploy_lock_lib import LOCK_OPTION_SPEC, DeployLock, LockError, Owner, lock_from_option
+    from djdeploy_lock_lib import (
+        LOCK_OPTION_SPEC,
+        DeployLock,
+        LockError,
+        LockRefusedError,
+        Owner,
+        lock_from_option,
+        take_for_run,
+    )
     from djdeploy_releases_lib import Config as ReleasesConfig
     from djdeploy_releases_lib import StateError, rollback_target
 else:  # Ansible ships the role's module_utils with its modules
@@ -270,8 +278,10 @@ else:  # Ansible ships the role's module_utils with its modules
         LOCK_OPTION_SPEC,
         DeployLock,
         LockError,
+        LockRefusedError,
         Owner,
         lock_from_option,
+        take_for_run,
     )
     from ansible.module_utils.djdeploy_releases_lib import Config as ReleasesConfig
     from ansible.module_utils.djdeploy_releases_lib import StateError, rollback_target
@@ -921,23 +931,23 @@ class RunLock:
     def take(self) -> None:
         """Take the lock (a run that holds it already keeps it); SwitchError when refused."""
         try:
-            taken = self.lock.acquire(
-                self.owner, break_lock=self.break_lock, check_mode=self.check_mode
+            taken, warnings = take_for_run(
+                self.lock, self.owner, break_lock=self.break_lock, check_mode=self.check_mode
             )
+        except LockRefusedError as exc:
+            self.report = exc.result.as_dict()
+            raise SwitchError(str(exc)) from exc
         except LockError as exc:
             raise SwitchError(str(exc)) from exc
         self.report = taken.as_dict()
-        if taken.failed:
-            raise SwitchError(taken.msg)
-        if taken.broken_holder:
-            self.warnings.append(f"release: {self.lock.host}: {taken.msg}")
+        self.warnings.extend(warnings)
 
     def give_back(self) -> str | None:
         """Release the lock; a warning when it could not be (the switch itself is done)."""
         try:
             released = self.lock.release(self.owner.token, check_mode=self.check_mode)
         except LockError as exc:
-            return f"{exc}; remove it with playbooks/lock.yml once nothing runs"
+            return f"{exc}; the next run can break it with -e release_break_lock=true"
         self.report = released.as_dict()
         if not released.released:
             return f"release: the deploy lock was not released: {released.msg}"

@@ -404,3 +404,24 @@ def lock_from_option(option: Mapping[str, Any]) -> tuple[DeployLock, Owner]:
         run=option.get("run") or "",
     )
     return lock, owner
+
+
+class LockRefusedError(LockError):
+    """Another run holds the lock; result says whose (its msg names the holder)."""
+
+    def __init__(self, result: Result) -> None:
+        super().__init__(result.msg)
+        self.result = result
+
+
+def take_for_run(
+    lock: DeployLock, owner: Owner, *, break_lock: bool = False, check_mode: bool = False
+) -> tuple[Result, list[str]]:
+    """Take the lock for a run as part of a module's work (djdeploy_layout, djdeploy_switch):
+    the result and the warnings to show (a broken lock names whose it was). A run that holds
+    the lock already keeps it; another run's lock raises LockRefusedError."""
+    taken = lock.acquire(owner, break_lock=break_lock, check_mode=check_mode)
+    if taken.failed:
+        raise LockRefusedError(taken)
+    warnings = [f"release: {lock.host}: {taken.msg}"] if taken.broken_holder else []
+    return taken, warnings
