@@ -172,8 +172,15 @@ def test_a_process_that_cannot_start_reverts_the_release(host):
         "heartbeat": {"command": 'python manage.py heartbeat "hb-$DJDEPLOY_INSTANCE"'},
         "broken": {"command": "python manage.py no_such_process"},
     }
+    # The check looks release_process_settle seconds after the start: on a loaded 2-core host
+    # the failing command's Django import alone took longer than the default 3 s (seen in CI).
     run = run_playbook(
-        "playbooks/release.yml", "-e", "release_force=true", *extra(app_processes=processes)
+        "playbooks/release.yml",
+        "-e",
+        "release_force=true",
+        "-e",
+        "release_process_settle=12",
+        *extra(app_processes=processes),
     )
     assert run.rc != 0
     assert "the process broken (app_processes; unit demo-broken@1.service)" in run.flat
