@@ -243,7 +243,7 @@ def test_nginx_logs_are_private_and_rotated(host):
     assert host.file(f"{logs[0]}.1").exists
     access = host.file(logs[0])
     assert (access.user, access.group, access.mode) == ("root", "adm", 0o640)
-    # nginx reopened its logs: the next request lands in the new file.
+    # copytruncate: nginx keeps writing to the same, now empty, file.
     https_get(host, NAME, "/djdeploy-after-rotation", cacert=CERT)
     for _ in range(20):
         if "djdeploy-after-rotation" in host.file(logs[0]).content_string:
