@@ -64,6 +64,10 @@ records the run's wall seconds and, from the run's summary, the build's seconds,
 step's and the installer (ours.requirements_release in results.json, and a line of the
 summary; ratios uv against pip).
 
+--mitogen runs every playbook (ours and the naive baseline) with Mitogen's mitogen_linear
+strategy (PyPI mitogen, pinned in requirements-dev.txt) instead of Ansible's linear one, and
+writes results-mitogen.json instead: the same measurements, to compare the two.
+
 results.json keeps the topologies of an earlier run that this run does not measure (each with
 the date and settings of the run that measured it, under `from_run`): `--topology multi` adds
 its results beside the single ones.
@@ -73,6 +77,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -289,6 +294,8 @@ class Run:
     host_work: float | None = None
     # The build of each host that built in the run, from the summary (build_work).
     builds: list[dict[str, Any]] = field(default_factory=list)
+    # The run's report (playbooks/summary.yml, djdeploy_report_file), when it wrote one.
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 HOST_WORK = re.compile(r" host work ([0-9.]+) s ")
@@ -299,7 +306,10 @@ BUILD_WORK = re.compile(
 
 def summary_text(text: str) -> str:
     """The run's summary, on one line: the output's YAML folds long lines at spaces."""
-    return " ".join(text.rpartition("TASK [Summary |")[2].split())
+    # From the summary play's first task (the printed summary; the JSON report's task, when the
+    # run writes one, comes after it) to the recap.
+    printed = text.partition("TASK [Summary |")[2].partition("\nPLAY RECAP")[0]
+    return " ".join(printed.split())
 
 
 def host_work(text: str) -> float | None:
@@ -332,15 +342,31 @@ class BenchError(RuntimeError):
 
 
 _step = 0
+# Extra environment of every playbook run (--mitogen sets the strategy).
+STRATEGY_ENV: dict[str, str] = {}
 
 
-def playbook(inventory: Path, path: str, *args: str, secrets: Path) -> Run:
-    """Run a playbook like a user would; its output goes to .cache/bench/logs/."""
+def mitogen_env() -> dict[str, str]:
+    """The environment that makes ansible-playbook use Mitogen's linear strategy."""
+    spec = importlib.util.find_spec("ansible_mitogen")
+    if spec is None or spec.origin is None:
+        raise BenchError("--mitogen needs the mitogen package (make setup installs it)")
+    plugins = Path(spec.origin).parent / "plugins" / "strategy"
+    return {"ANSIBLE_STRATEGY_PLUGINS": str(plugins), "ANSIBLE_STRATEGY": "mitogen_linear"}
+
+
+def playbook(inventory: Path, path: str, *args: str, secrets: Path, report: bool = False) -> Run:
+    """Run a playbook like a user would; its output goes to .cache/bench/logs/. With report,
+    the run also writes its JSON report there (djdeploy_report_file) and Run.report holds it."""
     global _step
     _step += 1
     logs = STATE / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     logfile = logs / f"{_step:02d}-{Path(path).stem}.log"
+    report_file = logfile.with_suffix(".json")
+    report_file.unlink(missing_ok=True)
+    if report:
+        args = (*args, "-e", f"djdeploy_report_file={report_file}")
     env = dict(
         os.environ,
         ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
@@ -349,6 +375,7 @@ def playbook(inventory: Path, path: str, *args: str, secrets: Path) -> Run:
         ANSIBLE_SSH_CONTROL_PATH_DIR=str(STATE / "cp"),
         ANSIBLE_FORCE_COLOR="0",
         ANSIBLE_NOCOLOR="1",
+        **STRATEGY_ENV,
     )
     cmd = ["ansible-playbook", "-i", str(inventory), path, "-e", f"@{secrets}", *args]
     log(f"{' '.join(cmd[:4])} {' '.join(args)} (log: {logfile.relative_to(ROOT)})")
@@ -370,7 +397,34 @@ def playbook(inventory: Path, path: str, *args: str, secrets: Path) -> Run:
         + (f", host work {work} s" if work is not None else "")
         + "".join(f", {describe_build(b)}" for b in builds)
     )
-    return Run(seconds, changed, work, builds)
+    data = json.loads(report_file.read_text()) if report and report_file.exists() else {}
+    return Run(seconds, changed, work, builds, data)
+
+
+def slow_requests_by_step(probe: dict[str, Any], run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The probe's slowest requests, each with the switch steps (host:step) its time overlaps.
+
+    A request spans from when it was due to that plus its latency (its ``at_epoch`` and ``ms``
+    in the probe's ``slowest``); a step from its ``at`` for its ``seconds`` (the switch
+    module's report, per host, in the run's report). "none" when no switch step overlaps (the
+    slow request came during the build, the migrations, or outside the run)."""
+    steps = [
+        (host, step)
+        for host, facts in (run.get("hosts") or {}).items()
+        for step in (facts.get("switch") or {}).get("steps") or []
+        if "at" in step
+    ]
+    found = []
+    for request in probe.get("slowest") or []:
+        begin = float(request["at_epoch"])
+        end = begin + float(request["ms"]) / 1000
+        during = [
+            f"{host}:{step['step']}"
+            for host, step in steps
+            if begin <= float(step["at"]) + float(step["seconds"]) and float(step["at"]) <= end
+        ]
+        found.append({"ms": request["ms"], "at_s": request["at_s"], "during": during or ["none"]})
+    return found
 
 
 # --- measurements under load -------------------------------------------------------------
@@ -455,15 +509,16 @@ def measure_ours(topo: Topology, load: Load, results: dict[str, Any], repo: str)
     results["hosts"] = {h.name: h.groups for h in topo.hosts}
 
     floors: dict[str, float | None] = {}
+    reports: dict[str, dict[str, Any]] = {}
 
     def release() -> float:
-        run = playbook(inventory, "playbooks/release.yml", secrets=secrets)
-        floors["release"] = run.host_work
+        run = playbook(inventory, "playbooks/release.yml", secrets=secrets, report=True)
+        floors["release"], reports["release"] = run.host_work, run.report
         return run.seconds
 
     def rollback() -> float:
-        run = playbook(inventory, "playbooks/rollback.yml", secrets=secrets)
-        floors["rollback"] = run.host_work
+        run = playbook(inventory, "playbooks/rollback.yml", secrets=secrets, report=True)
+        floors["rollback"], reports["rollback"] = run.host_work, run.report
         return run.seconds
 
     def plain_restart() -> float:
@@ -489,11 +544,15 @@ def measure_ours(topo: Topology, load: Load, results: dict[str, Any], repo: str)
             ).seconds
         push_commit(topo.hosts[0].name, app)
         log(f"{topo.name}: ours, {app}: code-only release under load")
-        app_results["release"] = load.during(front.ip, cacert, release)
-        app_results["release"]["host_work_s"] = floors.get("release")
-        log(f"{topo.name}: ours, {app}: rollback under load")
-        app_results["rollback"] = load.during(front.ip, cacert, rollback)
-        app_results["rollback"]["host_work_s"] = floors.get("rollback")
+        for op, action in (("release", release), ("rollback", rollback)):
+            if op == "rollback":
+                log(f"{topo.name}: ours, {app}: rollback under load")
+            app_results[op] = load.during(front.ip, cacert, action)
+            app_results[op]["host_work_s"] = floors.get(op)
+            # Where the slowest requests fell (which switch step of which host, if any).
+            app_results[op]["slowest_during"] = slow_requests_by_step(
+                app_results[op]["probe"], reports.get(op, {})
+            )
         log(f"{topo.name}: ours, {app}: plain restart of the socket-activated instance (reference)")
         app_results["plain_restart"] = load.during(
             front.ip, cacert, plain_restart, min_requests=int(load.rate * 12)
@@ -767,16 +826,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-requests", type=int, default=3000, help="per measured window")
     parser.add_argument("--max-seconds", type=float, default=600, help="hard bound per window")
     parser.add_argument("--skip-naive", action="store_true", help="only our stack")
+    parser.add_argument(
+        "--mitogen", action="store_true", help="Mitogen's strategy (results-mitogen.json)"
+    )
     args = parser.parse_args(argv)
+    if args.mitogen:
+        STRATEGY_ENV.update(mitogen_env())
 
     def terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
-    out = STATE / "results.json"
+    out = STATE / ("results-mitogen.json" if args.mitogen else "results.json")
+    other = STATE / ("results.json" if args.mitogen else "results-mitogen.json")
     earlier = earlier_results(out)
+    # The other strategy's results survive this run (they are compared side by side).
+    kept_other = other.read_text() if other.exists() else None
     shutil.rmtree(STATE, ignore_errors=True)
     STATE.mkdir(parents=True)
+    if kept_other is not None:
+        other.write_text(kept_other)
     names = ["single", "multi"] if args.topology == "all" else [args.topology]
     results: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -786,6 +855,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
         },
         "distro": args.distro,
+        "ansible_strategy": STRATEGY_ENV.get("ANSIBLE_STRATEGY", "linear"),
         "probe": {
             "url": f"https://{SERVER_NAME}/",
             "rate": args.rate,

@@ -174,6 +174,7 @@ class Probe:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._started = 0.0
+        self._started_epoch = 0.0
         self._finished = 0.0
         self._scheduled = 0
         self._runner: threading.Thread | None = None
@@ -264,6 +265,7 @@ class Probe:
         if self._runner is not None:
             raise RuntimeError("probe: already started")
         self._started = time.monotonic()
+        self._started_epoch = time.time()
         self._runner = threading.Thread(target=self._run, daemon=True, name="probe-schedule")
         self._runner.start()
         return self
@@ -353,6 +355,19 @@ class Probe:
                 "max": _ms(latencies[-1] if latencies else 0.0),
             },
             "slowest_at_s": round(slowest.due, 2) if slowest else None,
+            # The five slowest requests, when they were due (seconds from the start, and as
+            # UTC epoch seconds, to line them up with the steps of a switch report).
+            "started_epoch": round(self._started_epoch, 3),
+            "slowest": [
+                {
+                    "at_s": round(r.due, 3),
+                    "at_epoch": round(self._started_epoch + r.due, 3),
+                    "ms": _ms(r.latency),
+                    "status": r.status,
+                    "error": r.error,
+                }
+                for r in sorted(results, key=lambda r: r.latency, reverse=True)[:5]
+            ],
             "schedule_lag_ms": {
                 "p99": _ms(_percentile(lags, 99)),
                 "max": _ms(lags[-1] if lags else 0.0),

@@ -91,8 +91,45 @@ def release_summary(
     return lines
 
 
+def release_report(
+    hostvars: dict[str, Any],
+    hosts: list[str],
+    *,
+    app: str,
+    action: str,
+    url: str,
+    now: float,
+) -> dict[str, Any]:
+    """The run as data (what the summary says, for CI and make bench): the summary's lines and,
+    per host, the commit, the release it serves, its batch, the build's report and the switch
+    module's report (each step with its seconds and the epoch second it began at). Secrets are
+    not in these variables."""
+    facts = {h: _pick(hostvars[h]) if h in hostvars else {} for h in hosts}
+    return {
+        "app": app,
+        "action": action,
+        "url": url,
+        "finished_epoch": round(now, 3),
+        "summary": release_summary(hostvars, hosts, app=app, action=action, url=url, now=now),
+        "hosts": {
+            host: {
+                "commit": f.get("commit", ""),
+                "target": f.get("target", ""),
+                "batch": list(f.get("batch") or []),
+                "started_epoch": float(f.get("djdeploy_run_started") or 0),
+                "build": f.get("build") or {},
+                "switch": f.get("switch") or {},
+            }
+            for host, f in facts.items()
+        },
+    }
+
+
 class FilterModule:
     """Jinja2 filters of the djdeploy playbooks."""
 
     def filters(self) -> dict[str, Any]:
-        return {"djdeploy_release_summary": release_summary}
+        return {
+            "djdeploy_release_summary": release_summary,
+            "djdeploy_release_report": release_report,
+        }

@@ -119,6 +119,9 @@ def test_host_work_sums_the_summary_lines_of_the_run() -> None:
         '"web2: r on blue (was a on green), host work 1.25 s (start 0.5)",\n'
     )
     assert bench.host_work(text) == 3.75
+    # The JSON report's task after the printed summary does not hide it.
+    with_report = text + "TASK [Summary | Write the run's report as JSON] ***\nok: [web1]\n"
+    assert bench.host_work(with_report + "PLAY RECAP ***\n") == 3.75
     assert bench.host_work("TASK [Summary | x]\nweb1: unchanged, serving r\n") is None
 
 
@@ -266,3 +269,34 @@ def test_the_requirements_release_warms_both_caches_then_starts_both_from_the_sa
     ]
     assert out["pip"]["installer"] == "pip" and out["uv"]["install_s"] == 9.0
     assert set(out) == {"package", "caches", "pip_warmup", "uv_warmup", "pip", "uv"}
+
+
+def test_slow_requests_are_lined_up_with_the_switch_steps() -> None:
+    probe = {
+        "slowest": [
+            {"at_s": 5.0, "at_epoch": 1000.0, "ms": 230.0},  # during web1's start
+            {"at_s": 9.0, "at_epoch": 1004.0, "ms": 50.0},  # after the switch
+            {"at_s": 5.7, "at_epoch": 1000.7, "ms": 400.0},  # spans upstream and public
+        ]
+    }
+    run = {
+        "hosts": {
+            "web1": {
+                "switch": {
+                    "steps": [
+                        {"step": "start", "seconds": 0.4, "at": 999.9},
+                        {"step": "upstream", "seconds": 0.5, "at": 1000.3},
+                        {"step": "public", "seconds": 0.1, "at": 1001.0},
+                    ]
+                }
+            },
+            "web2": {"switch": {}},
+        }
+    }
+    found = bench.slow_requests_by_step(probe, run)
+    assert [f["during"] for f in found] == [
+        ["web1:start"],
+        ["none"],
+        ["web1:upstream", "web1:public"],
+    ]
+    assert bench.slow_requests_by_step(probe, {})[0]["during"] == ["none"]

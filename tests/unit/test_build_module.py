@@ -676,7 +676,6 @@ def test_the_options_reach_the_project_step(monkeypatch: pytest.MonkeyPatch) -> 
         "repo": "/srv/git/demo.git",
         "ref": "main",
         "mirror": None,
-        "mirror_only": False,
         "deploy_user": "deploy",
         "build_user": "demo-build",
         "runtime_group": "demo",
@@ -732,27 +731,6 @@ def test_check_mode_reports_and_changes_nothing(app_root: Path) -> None:
     assert "venv as demo-build" in plan["plan"][1]
     assert host.calls == [] and host.chowns == []
     assert snapshot(app_root) == before
-
-    host.mirror.mkdir(parents=True)
-    (host.mirror / "HEAD").write_text("")
-    before = snapshot(app_root)
-    plan = make(app_root, host).plan(mirror_only=True)
-    assert plan["changed"] and plan["plan"] == [f"update the mirror {host.mirror} as deploy"]
-    assert [argv[3] for _, argv in host.calls] == ["cat-file"]
-    assert snapshot(app_root) == before
-
-
-def test_mirror_only_clones_and_builds_nothing(app_root: Path) -> None:
-    host = FakeHost(app_root)
-    report = make(app_root, host).prepare_mirror()
-    assert report.changed and [s["step"] for s in report.steps] == ["mirror"]
-    assert host.users_of("clone") == ["deploy"]
-    assert not release_dir(app_root).exists()
-
-    host.calls.clear()
-    report = make(app_root, host).prepare_mirror()
-    assert not report.changed
-    assert [argv[3] for _, argv in host.calls] == ["cat-file"]
 
 
 def test_seal_hands_the_tree_over_within_the_masks_without_following_links(

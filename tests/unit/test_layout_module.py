@@ -11,15 +11,14 @@ import grp
 import json
 import os
 import pwd
+import shutil
 import stat
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .loader import load
+from .loader import load, run_module
 
 lay = load("roles/release/library/djdeploy_layout.py")
 
@@ -189,6 +188,10 @@ def params(root: Path, **overrides: Any) -> dict[str, Any]:
     return p
 
 
+COMMIT_MAIN = "a" * 40
+LS_REMOTE = f"{COMMIT_MAIN}\trefs/heads/main\n{'b' * 40}\trefs/tags/v1\n"
+
+
 class Host:
     """The accounts, the runner and chown of one fake host; layout() makes a module run."""
 
@@ -197,6 +200,13 @@ class Host:
         self.accounts = accounts or host_accounts()
         self.runner = Runner(self.accounts)
         self.chown = Chown()
+        # git ls-remote as the deploy user: (user, argv) of each call; answers (rc, out, err).
+        self.git_calls: list[tuple[str, list[str]]] = []
+        self.git_answer: tuple[int, str, str] = (0, LS_REMOTE, "")
+
+    def git(self, user: str, argv: list[str]) -> tuple[int, str, str]:
+        self.git_calls.append((user, argv))
+        return self.git_answer
 
     def layout(self, check_mode: bool = False, **overrides: Any) -> Any:
         layout = lay.Layout(
@@ -204,6 +214,7 @@ class Host:
             run=self.runner,
             accounts=self.accounts,
             chown=self.chown,
+            git=self.git,
             check_mode=check_mode,
         )
         layout.apply()
@@ -317,7 +328,14 @@ def test_creates_the_tree_with_modes_and_is_idempotent(host: Host) -> None:
     assert host.chown.calls == []  # every owner is the test's own user here
     again = host.layout()
     assert again.changes == []
-    assert again.result() == {"changed": False, "changes": [], "config_changed": False, "live": {}}
+    assert again.result() == {
+        "changed": False,
+        "changes": [],
+        "config_changed": False,
+        "live": {},
+        "commit": "",
+        "lock": {},
+    }
 
 
 def test_fixes_the_mode_and_owner_of_existing_directories(host: Host) -> None:
@@ -542,21 +560,7 @@ def test_the_result_never_holds_a_content(host: Host) -> None:
 
 
 def _module(tmp_path: Path, args: dict[str, Any]) -> tuple[int, dict[str, Any], str]:
-    args_file = tmp_path / "args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    # As Ansible runs it: a process of its own, with the role's module_utils importable as
-    # ansible.module_utils.<name> (tests/unit/loader.py registers them), arguments from a file.
-    bootstrap = (
-        "import sys; from tests.unit.loader import load;"
-        " module = load('roles/release/library/djdeploy_layout.py');"
-        f" sys.argv = [module.__file__, {str(args_file)!r}]; module.main()"
-    )
-    argv = [sys.executable, "-c", bootstrap]
-    done = subprocess.run(
-        argv, capture_output=True, text=True, check=False, cwd=Path(__file__).parents[2]
-    )
-    result: dict[str, Any] = json.loads(done.stdout)
-    return done.returncode, result, done.stdout + done.stderr
+    return run_module("roles/release/library/djdeploy_layout.py", args, tmp_path)
 
 
 def _real_args(root: Path) -> dict[str, Any]:
@@ -637,3 +641,76 @@ def test_a_broken_live_record_fails_before_anything_changes(host: Host) -> None:
         host.layout(live_record=".djdeploy-release.json")
     assert not (host.root / "venvs").exists()
     assert host.runner.calls == []
+
+
+# The release's first call: resolve the ref, then the lock, before any change -------------
+
+
+def _lock(lock_dir: Path, token: str = "t1") -> dict[str, Any]:
+    return {
+        "app": "demo",
+        "token": token,
+        "who": "alice",
+        "action": "release",
+        "run": "main",
+        "host": "web1",
+        "break_lock": False,
+        "lock_dir": str(lock_dir),
+    }
+
+
+RESOLVE = {"repo": "/srv/git/demo.git", "ref": "main", "user": "deploy"}
+
+
+def test_the_ref_is_resolved_as_the_deploy_user_and_returned(host: Host) -> None:
+    host.build_user_is_ours()
+    layout = host.layout(resolve=RESOLVE)
+    assert layout.result()["commit"] == COMMIT_MAIN
+    assert host.git_calls == [
+        ("deploy", ["git", "ls-remote", "--", "/srv/git/demo.git", "main", "main^{}"])
+    ]
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ((128, "", "fatal: not a repo"), "cannot read the git repository '/srv/git/demo.git'"),
+        ((0, "", ""), "the ref 'main' does not exist"),
+    ],
+)
+def test_a_bad_ref_or_repository_fails_before_the_lock_and_any_change(
+    host: Host, tmp_path: Path, answer: tuple[int, str, str], message: str
+) -> None:
+    host.build_user_is_ours()
+    host.git_answer = answer
+    locks = tmp_path / "locks"
+    with pytest.raises(lay.LayoutError, match=message):
+        host.layout(resolve=RESOLVE, lock=_lock(locks))
+    assert not (locks / "demo.lock").exists()
+    assert not host.root.exists()
+    assert host.runner.calls == []
+
+
+def test_the_lock_is_taken_before_any_change_and_stays_held(host: Host, tmp_path: Path) -> None:
+    host.build_user_is_ours()
+    locks = tmp_path / "locks"
+    layout = host.layout(resolve=RESOLVE, lock=_lock(locks))
+    result = layout.result()
+    assert result["lock"]["acquired"] is True and result["lock"]["holder"]["token"] == "t1"
+    assert json.loads((locks / "demo.lock").read_text())["run"] == "main"
+    # The same run may call again (a second build play, a retry): it holds the lock already.
+    assert host.layout(lock=_lock(locks)).result()["lock"]["acquired"] is True
+
+
+def test_another_runs_lock_refuses_before_any_change(host: Host, tmp_path: Path) -> None:
+    host.build_user_is_ours()
+    locks = tmp_path / "locks"
+    host.layout(lock=_lock(locks, token="other"))
+    shutil.rmtree(host.root)
+    with pytest.raises(lay.LayoutError, match=r"demo on web1 is locked by alice since"):
+        host.layout(lock=_lock(locks, token="mine"))
+    assert not host.root.exists()
+    # Breaking it (a run that died) takes it, with a warning naming whose lock it was.
+    broken = host.layout(lock={**_lock(locks, token="mine"), "break_lock": True})
+    assert broken.result()["lock"]["holder"]["token"] == "mine"
+    assert any("after breaking the lock of alice" in w for w in broken.warnings)

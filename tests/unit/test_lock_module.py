@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .loader import load
+from .loader import load, run_module
 
 lockmod = load("roles/release/library/djdeploy_lock.py")
 
@@ -296,12 +294,8 @@ def test_run_dispatches_the_states(lock_dir: Path) -> None:
 
 def _module(tmp_path: Path, **args: object) -> tuple[int, dict[str, Any]]:
     """Run the module file as Ansible would (arguments in a JSON file), without Ansible."""
-    args_file = tmp_path / "args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    argv = [sys.executable, str(lockmod.__file__), str(args_file)]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    result: dict[str, Any] = json.loads(done.stdout)
-    return done.returncode, result
+    rc, result, _output = run_module("roles/release/library/djdeploy_lock.py", args, tmp_path)
+    return rc, result
 
 
 def test_the_module_reports_no_change_and_fails_on_a_held_lock(
@@ -320,3 +314,16 @@ def test_the_module_reports_no_change_and_fails_on_a_held_lock(
     assert rc == 0 and result["released"] is True and result["changed"] is False
     rc, result = _module(tmp_path, app="demo", lock_dir=str(lock_dir), state="acquired")
     assert rc != 0 and "token" in result["msg"]
+
+
+def test_take_for_run_raises_with_the_holder_and_warns_when_breaking(lock_dir: Path) -> None:
+    lib = load("roles/release/module_utils/djdeploy_lock_lib.py")
+    lock = lib.DeployLock(lock_dir, "demo", host="web1")
+    lib.take_for_run(lock, lib.Owner(token="t1", who="alice"))
+    with pytest.raises(lib.LockRefusedError) as refused:
+        lib.take_for_run(lock, lib.Owner(token="t2"))
+    assert refused.value.result.holder["who"] == "alice"
+    assert "locked by alice since" in str(refused.value)
+    taken, warnings = lib.take_for_run(lock, lib.Owner(token="t2"), break_lock=True)
+    assert taken.acquired and warnings == [f"release: web1: {taken.msg}"]
+    assert "after breaking the lock of alice" in warnings[0]

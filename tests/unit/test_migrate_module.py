@@ -1,7 +1,8 @@
 """The migrate module (roles/release/library/djdeploy_migrate.py) against a fake manage.py.
 
-The release is a temporary directory; a fake runner plays `<app>-manage migrate` and records
-what it was asked to run, as whom and with which environment.
+The release is a temporary directory; a fake runner plays `<app>-manage shell -c <plan script>`
+(printing a plan as files/migration_plan.py does) and `<app>-manage migrate`, and records what
+it was asked to run, as whom and with which environment.
 """
 
 from __future__ import annotations
@@ -19,14 +20,43 @@ from .loader import load
 mig = load("roles/release/library/djdeploy_migrate.py")
 
 MANAGE = "/usr/local/bin/demo-manage"
-NOTHING = "Planned operations:\n  No planned migration operations.\n"
-PLAN = (
-    "Planned operations:\n"
-    "greetings.0003_backup_probe\n"
-    "    Raw SQL operation\n"
-    "    Raw Python operation -> Add greeting\n"
-    "shop.0012_auto_20260101_1200\n"
-    "    Add field sku to product\n"
+SCRIPT = "print('the plan script')"
+LIVE = "20260101T000000Z-aaaaaaaa"
+DJANGO_OPS = "django.db.migrations.operations"
+
+
+def op(kind: str, describe: str, **extra: Any) -> dict[str, Any]:
+    module = f"{DJANGO_OPS}.special" if kind.startswith("Run") else f"{DJANGO_OPS}.fields"
+    return {"type": kind, "module": module, "describe": describe, "reversible": True, **extra}
+
+
+def printed(plan: list[dict[str, Any]]) -> str:
+    """What files/migration_plan.py prints (Django 5.2's shell may print a line first)."""
+    return "3 objects imported automatically\nDJDEPLOY-MIGRATION-PLAN " + json.dumps(plan) + "\n"
+
+
+NOTHING = printed([])
+SAFE_PLAN = [
+    {
+        "app": "greetings",
+        "name": "0003_backup_probe",
+        "operations": [op("RunPython", "Raw Python operation", reverse=True)],
+    },
+    {
+        "app": "shop",
+        "name": "0012_auto_20260101_1200",
+        "operations": [op("AddField", "Add field sku to product", field={"null": True})],
+    },
+]
+PLAN = printed(SAFE_PLAN)
+UNSAFE = printed(
+    [
+        {
+            "app": "greetings",
+            "name": "0003_remove_greeting_text",
+            "operations": [op("RemoveField", "Remove field text from greeting")],
+        }
+    ]
 )
 APPLIED = "Operations to perform:\n  Apply all migrations: greetings\nRunning migrations:\n  OK\n"
 TRACEBACK = (
@@ -44,8 +74,10 @@ class FakeManage:
     def run(self, cmd: Any) -> tuple[int, str, str]:
         self.commands.append(cmd)
         argv = cmd.argv
-        assert argv[:2] == [MANAGE, "migrate"]
-        if "--plan" in argv:
+        assert argv[0] == MANAGE
+        assert argv[1] in ("shell", "migrate")
+        if argv[1] == "shell":
+            assert argv[2:] == ["-c", SCRIPT]
             return self.plan_rc, self.plan, "boom at import\n" if self.plan_rc else ""
         if self.migrate_rc:
             return self.migrate_rc, "Running migrations:\n", TRACEBACK
@@ -74,7 +106,8 @@ def migrator(
         owner_uid=os.getuid(),
         owner_gid=os.getgid(),
         base_env={"https_proxy": "http://proxy:3128"},
-        **kw,
+        plan_script=SCRIPT,
+        **{"live": LIVE, **kw},
     )
     log = chowns if chowns is not None else []
 
@@ -92,7 +125,7 @@ def test_nothing_to_migrate_plans_and_records_in_one_call(release: Path) -> None
     fake = FakeManage()
     chowns: list[tuple[str, int, int]] = []
     result = migrator(release, fake, chowns).plan()
-    assert fake.argvs == [[MANAGE, "migrate", "--plan", "--no-color"]]
+    assert fake.argvs == [[MANAGE, "shell", "-c", SCRIPT]]
     assert result.pending is False
     assert result.migrations == []
     assert result.changed is True
@@ -128,19 +161,82 @@ def test_pending_migrations_are_listed_and_nothing_is_written(release: Path) -> 
     assert result.pending is True
     assert result.migrations == ["greetings.0003_backup_probe", "shop.0012_auto_20260101_1200"]
     assert result.changed is False
-    assert result.plan == PLAN
+    assert result.plan == [
+        {"name": "greetings.0003_backup_probe", "reversible": True},
+        {"name": "shop.0012_auto_20260101_1200", "reversible": True},
+    ]
+    assert result.as_dict()["refused"] is False
+    assert result.as_dict()["unsafe"] == []
     assert list(release.iterdir()) == []
 
 
-def test_parse_plan_matches_the_old_filter() -> None:
-    assert mig.parse_plan(NOTHING) == (False, [])
-    pending, names = mig.parse_plan(PLAN + "  weird line.with dot\n  app.0001_x \n")
-    assert pending
-    assert names == [
-        "greetings.0003_backup_probe",
-        "shop.0012_auto_20260101_1200",
-        "app.0001_x",
-    ]
+def test_parse_plan_reads_the_marker_line_only() -> None:
+    assert mig.parse_plan(NOTHING) == []
+    assert mig.parse_plan("noise\n" + PLAN) == SAFE_PLAN
+    for bad in ("no plan here\n", "DJDEPLOY-MIGRATION-PLAN {}\n", "DJDEPLOY-MIGRATION-PLAN [1]\n"):
+        with pytest.raises(ValueError, match="plan"):
+            mig.parse_plan(bad)
+
+
+def test_unsafe_operations_refuse_before_anything_is_written(release: Path) -> None:
+    fake = FakeManage(plan=UNSAFE)
+    with pytest.raises(mig.MigrateError) as info:
+        migrator(release, fake).plan()
+    data = info.value.as_dict()
+    assert data["refused"] is True
+    assert data["migrations"] == ["greetings.0003_remove_greeting_text"]
+    assert "greetings.0003_remove_greeting_text" in data["msg"]
+    assert "RemoveField: Remove field text from greeting" in data["msg"]
+    assert "release_allow_unsafe_migrations=true" in data["msg"]
+    (finding,) = data["unsafe"]
+    assert finding["class"] == "unsafe"
+    assert finding["refused"] is True
+    # Only the plan ran: no migrate, no record.
+    assert fake.argvs == [[MANAGE, "shell", "-c", SCRIPT]]
+    assert list(release.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("kw", "allowed_by"),
+    [
+        ({"allow_unsafe": True}, "release_allow_unsafe_migrations"),
+        (
+            {"allow_unsafe_list": ["greetings.0003_remove_greeting_text"]},
+            "release_allow_unsafe_migrations_list",
+        ),
+        ({"live": ""}, "no live release"),
+    ],
+    ids=["allow-all", "allow-list", "first-deploy"],
+)
+def test_allowed_unsafe_operations_proceed_and_are_recorded(
+    release: Path, kw: dict[str, Any], allowed_by: str
+) -> None:
+    m = migrator(release, FakeManage(plan=UNSAFE), **kw)
+    plan = m.plan()
+    assert plan.pending is True
+    (entry,) = plan.plan or []
+    assert entry["allowed_by"] == allowed_by
+    assert entry["unsafe"] == ["RemoveField: Remove field text from greeting (unsafe)"]
+    m.migrate(plan.plan or [], None)
+    assert json.loads(record(release)) == [entry]
+
+
+def test_an_allow_list_entry_that_is_no_migration_name_fails_naming_the_knob(
+    release: Path,
+) -> None:
+    fake = FakeManage(plan=UNSAFE)
+    with pytest.raises(mig.MigrateError) as info:
+        migrator(release, fake, allow_unsafe_list=["0003_remove"]).plan()
+    assert "release_allow_unsafe_migrations_list" in info.value.msg
+    assert "0003_remove" in info.value.msg
+    assert fake.commands == []
+
+
+def test_a_plan_script_that_prints_no_plan_fails_with_its_output(release: Path) -> None:
+    with pytest.raises(mig.MigrateError) as info:
+        migrator(release, FakeManage(plan="Traceback: nope\n")).plan()
+    assert "printed no plan" in info.value.msg
+    assert info.value.stdout == "Traceback: nope\n"
 
 
 def test_a_failed_plan_carries_the_output_and_writes_nothing(release: Path) -> None:
@@ -150,7 +246,7 @@ def test_a_failed_plan_carries_the_output_and_writes_nothing(release: Path) -> N
     data = info.value.as_dict()
     assert data["rc"] == 1
     assert data["stderr"] == "boom at import\n"
-    assert "migrate --plan failed" in data["msg"]
+    assert "listing the migrations of 20260102T000000Z-bbbbbbbb failed" in data["msg"]
     assert list(release.iterdir()) == []
 
 
@@ -158,11 +254,12 @@ def test_migrate_runs_then_records_migrations_and_backup(release: Path) -> None:
     fake = FakeManage(plan=PLAN)
     m = migrator(release, fake)
     plan = m.plan()
-    result = m.migrate(plan.migrations, BACKUP)
+    result = m.migrate(plan.plan or [], BACKUP)
     assert fake.argvs[-1] == [MANAGE, "migrate", "--noinput", "--no-color"]
     assert result.changed is True
-    assert record(release) == to_json(plan.migrations) + "\n"
-    assert json.loads(record(release)) == plan.migrations
+    assert result.migrations == plan.migrations
+    assert record(release) == to_json(plan.plan) + "\n"
+    assert json.loads(record(release)) == plan.plan
     backup = record(release, ".djdeploy-backup.json")
     assert backup == to_json({"host": BACKUP["host"], "file": BACKUP["file"]}) + "\n"
     for name in (".djdeploy-migrations.json", ".djdeploy-backup.json"):

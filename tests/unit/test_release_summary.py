@@ -111,3 +111,30 @@ def test_the_host_line_ends_with_the_build_and_its_install_step() -> None:
     # No build in this run (rollback, same commit), or only its plan (check mode).
     assert host_line() == switched
     assert host_line(build=build(plan=["export"])) == switched
+
+
+def test_the_report_holds_the_summary_and_each_hosts_switch_steps() -> None:
+    hostvars = {
+        "web1": {
+            "release_state": {"commit": "bbbbbbbbcccccccc", "live": {"id": OLD}, "build": {}},
+            "release_outcome": {"switch": report(), "target": NEW, "batch": ["web1"]},
+            "djdeploy_run_started": 100.0,
+            "release_secret_key": "never read",
+        },
+    }
+    data = summary.release_report(
+        hostvars, ["web1", "web2"], app="demo", action="release", url="https://x/", now=104.0
+    )
+    assert data["summary"][0].startswith(f"release of demo: {NEW}")
+    web1 = data["hosts"]["web1"]
+    assert (web1["commit"], web1["target"], web1["batch"]) == ("bbbbbbbbcccccccc", NEW, ["web1"])
+    assert [s["step"] for s in web1["switch"]["steps"]] == ["start", "public"]
+    assert data["hosts"]["web2"] == {
+        "commit": "",
+        "target": "",
+        "batch": [],
+        "started_epoch": 0.0,
+        "build": {},
+        "switch": {},
+    }
+    assert "never read" not in str(data)

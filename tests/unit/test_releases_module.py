@@ -158,3 +158,108 @@ def test_nothing_is_written(root: Path) -> None:
     before = sorted(str(p) for p in root.rglob("*"))
     state(root, rollback=True, rollback_to=R1)
     assert sorted(str(p) for p in root.rglob("*")) == before
+
+
+NEW_ENTRY = {
+    "name": "greetings.0005_remove_greeting_text",
+    "reversible": False,
+    "unsafe": ["RemoveField: Remove field text from greeting (unsafe)"],
+    "allowed_by": "release_allow_unsafe_migrations_list",
+}
+
+
+def test_records_with_entries_count_like_names(root: Path) -> None:
+    r5 = "20260105T000000Z-eeeeeeee"
+    make_release(root, r5)
+    (root / "releases" / r5 / MIGRATIONS).write_text(json.dumps([NEW_ENTRY]))
+    (root / "current").unlink()
+    link(root, "current", r5)
+    target = state(root, rollback=True, rollback_to=R3)["target"]
+    assert target["applied_migrations"] == [
+        "greetings.0004_fourth",
+        "shop.0002_price",
+        "greetings.0005_remove_greeting_text",
+    ]
+    # Older records know names only: reversible unknown (None).
+    assert [(m["release"], m["reversible"]) for m in target["applied"]] == [
+        (R4, None),
+        (R4, None),
+        (r5, False),
+    ]
+    assert target["applied"][-1]["allowed_by"] == "release_allow_unsafe_migrations_list"
+
+
+def test_list_shows_every_release_with_its_migrations(root: Path) -> None:
+    r5 = "20260105T000000Z-eeeeeeee"
+    make_release(root, r5)
+    (root / "releases" / r5 / MIGRATIONS).write_text(json.dumps([NEW_ENTRY]))
+    (root / "releases" / r5 / FAILED).write_text(json.dumps({"reason": "migrate failed"}))
+    link(root, "next", r5)
+    (root / "releases" / "20260106T000000Z-ffffffff").mkdir()
+    result = state(root, listing=True)
+    releases = result["releases"]
+    assert [r["id"] for r in releases] == [R1, R2, R3, R4, r5, "20260106T000000Z-ffffffff"]
+    assert [r["id"] for r in releases if r["live"]] == [R4]
+    assert releases[2]["previous"] and releases[4]["next"]
+    assert releases[4]["failed"] == {"reason": "migrate failed"}
+    assert releases[4]["migrations"][0]["reversible"] is False
+    lines = result["lines"]
+    assert lines[0] == (
+        f"  {R1}; commit aaaaaaaaaaaa; migrations: greetings.0001_initial (reversible?)"
+    )
+    assert lines[1] == f"  {R2}; commit bbbbbbbbbbbb; no migrations"
+    assert lines[2].startswith(f"  {R3} (previous); ")
+    assert lines[3].startswith(f"* {R4}; ")
+    assert lines[4] == (
+        f"  {r5} (next); commit eeeeeeeeeeee; FAILED: migrate failed; migrations:"
+        " greetings.0005_remove_greeting_text (irreversible, unsafe allowed by"
+        " release_allow_unsafe_migrations_list: RemoveField: Remove field text from greeting"
+        " (unsafe))"
+    )
+    assert lines[5] == "  20260106T000000Z-ffffffff; incomplete (no record); no migrations"
+
+
+def test_without_list_nothing_is_listed(root: Path) -> None:
+    result = state(root)
+    assert (result["releases"], result["lines"]) == ([], [])
+
+
+# The rollback's refusals (module_utils/djdeploy_releases_lib.py): djdeploy_switch checks them
+# in its own call, djdeploy_releases with check=true before a host leaves the rotation. -----
+
+lib = load("roles/release/module_utils/djdeploy_releases_lib.py")
+
+
+def refusal(root: Path, allow: bool = False, **options: Any) -> str:
+    try:
+        lib.rollback_target(
+            rs.Config(app_root=root, host="web1", rollback=True, **options),
+            allow_migrations=allow,
+            manage="/usr/local/bin/demo-manage",
+            runtime_user="demo",
+        )
+    except rs.StateError as exc:
+        return str(exc.msg)
+    return ""
+
+
+def test_rollback_refusals_name_the_reason_and_the_way_out(root: Path) -> None:
+    # Previous (R3) is behind R4, which applied two migrations.
+    past = refusal(root)
+    assert "releases after " + R3 + " up to the live " + R4 + " applied migrations" in past
+    assert "greetings.0004_fourth, shop.0002_price" in past
+    assert "release_rollback_allow_migrations=true" in past
+    assert "sudo -u demo /usr/local/bin/demo-manage migrate" in past
+    assert refusal(root, allow=True) == ""
+    assert "is already live on web1" in refusal(root, rollback_to=R4)
+    assert "release 20990101T000000Z-ffffffff does not exist" in refusal(
+        root, rollback_to="20990101T000000Z-ffffffff"
+    )
+    (root / "releases" / R2 / FAILED).write_text("{}")
+    assert f"{R2} failed its switch before" in refusal(root, rollback_to=R2, allow=True)
+    (root / "previous").unlink()
+    assert "no previous release is recorded" in refusal(root)
+
+
+def test_a_rollback_without_a_live_release_is_refused(tmp_path: Path) -> None:
+    assert "no live release on web1" in refusal(tmp_path / "srv/none")

@@ -6,6 +6,7 @@ command runner that plays systemctl, nginx, curl, journalctl and pgrep.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,15 @@ class FakeHost:
         self.now = 0.0
         self.upstream_at_reload: list[str] = []
         self.upstream_file: Path | None = None
+        # The old color's main PID (systemctl show) and a fake /proc; renice calls made.
+        self.main_pid = "4242"
+        self.proc = Path("/nonexistent/proc")
+        self.reniced: list[tuple[int, int]] = []
+
+    def renice(self, pid: int, niceness: int) -> None:
+        if pid == 9999:
+            raise ProcessLookupError("gone")
+        self.reniced.append((pid, niceness))
 
     def run(self, argv: list[str]) -> tuple[int, str, str]:
         self.calls.append(list(argv))
@@ -58,6 +68,8 @@ class FakeHost:
                 else self.public_outputs[0]
             )
             return 0, out, ""
+        if argv[:2] == ["systemctl", "show"]:
+            return 0, f"{self.main_pid}\n", ""
         if argv[0] == "journalctl":
             return 0, "line 1\nTraceback: boom\n", ""
         if argv[0] == "pgrep":
@@ -137,6 +149,8 @@ def make(app_root: Path, upstream: Path, host: FakeHost, **overrides: Any) -> An
         clock=host.clock,
         chown=lambda path, user, group: None,
         remove=remove,
+        renice=host.renice,
+        proc=host.proc,
     )
 
 
@@ -533,3 +547,95 @@ def test_socket_paths_follow_the_layouts_socket_name() -> None:
     assert sw.Config(**{**cfg.__dict__, "socket_name": "gunicorn-{color}.sock"}).socket("blue") == (
         "/run/demo/gunicorn-blue.sock"
     )
+
+
+# The run's deploy lock around the switch -------------------------------------------------
+
+
+def _lock_option(lock_dir: Path, token: str) -> dict[str, Any]:
+    return {
+        "app": "demo",
+        "token": token,
+        "who": "bob",
+        "action": "rollback",
+        "run": "previous",
+        "host": "web1",
+        "break_lock": False,
+        "lock_dir": str(lock_dir),
+    }
+
+
+def test_the_run_lock_is_taken_then_given_back(tmp_path: Path) -> None:
+    locks = tmp_path / "locks"
+    held = sw.RunLock(_lock_option(locks, "t1"))
+    held.take()
+    assert held.report["acquired"] is True and (locks / "demo.lock").exists()
+    # Taken again by the same run (a release's layout call took it): kept, not refused.
+    again = sw.RunLock(_lock_option(locks, "t1"))
+    again.take()
+    assert again.give_back() is None
+    assert again.report["released"] is True and not (locks / "demo.lock").exists()
+
+
+def test_another_runs_lock_refuses_the_switch_and_is_left(tmp_path: Path) -> None:
+    locks = tmp_path / "locks"
+    sw.RunLock(_lock_option(locks, "theirs")).take()
+    mine = sw.RunLock(_lock_option(locks, "mine"))
+    with pytest.raises(sw.SwitchError, match="demo on web1 is locked by bob since"):
+        mine.take()
+    # Giving back a lock this run does not hold leaves it and says so.
+    warning = mine.give_back()
+    assert warning is not None and "another run" in warning
+    assert (locks / "demo.lock").exists()
+    # Breaking it (a run that died) takes it, with a warning naming whose lock it was.
+    breaker = sw.RunLock({**_lock_option(locks, "mine"), "break_lock": True})
+    breaker.take()
+    assert breaker.report["holder"]["token"] == "mine"
+    assert any("after breaking the lock of bob" in w for w in breaker.warnings)
+
+
+def test_the_old_colors_processes_are_reniced_before_they_stop(
+    app_root: Path, upstream: Path, tmp_path: Path
+) -> None:
+    host = FakeHost()
+    host.proc = tmp_path / "proc"
+    old = "0::/system.slice/system-demo.slice/demo@blue.service\n"
+    for pid, cgroup in (
+        ("4242", old),  # the master
+        ("4243", old),  # a worker
+        ("9999", old),  # a worker that exits meanwhile
+        ("5000", "0::/system.slice/system-demo.slice/demo@green.service\n"),  # the live color
+        ("self", old),  # not a PID
+    ):
+        (host.proc / pid).mkdir(parents=True)
+        (host.proc / pid / "cgroup").write_text(cgroup)
+    make(app_root, upstream, host).execute()
+    assert host.reniced == [(4242, 19), (4243, 19)]
+    order = [" ".join(c) for c in host.calls]
+    show = order.index("systemctl show --property=MainPID --value demo@blue.service")
+    assert show < order.index("systemctl stop --no-block demo@blue.service demo@blue.socket")
+    # A color that runs nothing (MainPID 0) is left alone.
+    host2 = FakeHost()
+    host2.main_pid = "0"
+    make(app_root, upstream, host2).execute()
+    assert host2.reniced == []
+
+
+def test_a_rollback_resolves_its_target_or_refuses_before_anything(app_root: Path) -> None:
+    # OLD is the previous release of the fixture tree (current -> OLD is live: no previous).
+    (app_root / "releases" / OLD / ".djdeploy-release.json").write_text(json.dumps({"id": OLD}))
+    option = {
+        "to": "",
+        "record": ".djdeploy-release.json",
+        "failed_marker": ".djdeploy-failed.json",
+        "migrations_file": ".djdeploy-migrations.json",
+        "allow_migrations": False,
+        "manage": "/usr/local/bin/demo-manage",
+        "runtime_user": "demo",
+    }
+    with pytest.raises(sw.SwitchError, match="no previous release is recorded"):
+        sw.resolve_rollback(app_root, "web1", option)
+    release, read = sw.resolve_rollback(app_root, "web1", {**option, "to": NEW})
+    assert release == NEW and read["live"]["id"] == OLD and read["target"]["exists"]
+    with pytest.raises(sw.SwitchError, match="is already live on web1"):
+        sw.resolve_rollback(app_root, "web1", {**option, "to": OLD})

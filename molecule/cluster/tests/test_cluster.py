@@ -250,3 +250,73 @@ def test_failed_health_check_reverts_the_canary_and_stops(host, cacert):
 
 def open_views() -> str:
     return other(DB).file(f"/srv/git/src/{APP}/greetings/views.py").content_string
+
+
+# Migrations and the rolling release: the old release serves against the new schema until the
+# last host has switched. Each migration depends on the newest one in the repository.
+ADD_NOTE = """from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [("greetings", "{latest}")]
+    operations = [
+        migrations.AddField("greeting", "note", models.CharField(max_length=100, null=True)),
+    ]
+"""
+
+REMOVE_NOTE = """from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = [("greetings", "{latest}")]
+    operations = [migrations.RemoveField("greeting", "note")]
+"""
+
+
+def new_migration(suffix: str, template: str) -> tuple[str, str]:
+    """(app.migration name, shell command writing it) after the newest migration of greetings."""
+    folder = "greetings/migrations"
+    listing = other(DB).run(f"ls -1 /srv/git/src/{APP}/{folder}")
+    assert listing.rc == 0, listing.stderr
+    names = sorted(n[:-3] for n in listing.stdout.split() if n[:4].isdigit() and n.endswith(".py"))
+    name = f"{int(names[-1][:4]) + 1:04d}_{suffix}"
+    command = write_file(f"{folder}/{name}.py", template.replace("{latest}", names[-1]))
+    return f"greetings.{name}", command
+
+
+def test_a_nullable_field_under_load_fails_no_request(host, cacert):
+    _name, write = new_migration("greeting_note", ADD_NOTE)
+    model = "sed -i '/^    text = /a\\    note = models.CharField(max_length=100, null=True)'"
+    sha = push(f"{write} && {model} greetings/models.py", "nullable note")
+    load = probe(cacert).start()
+    run = run_playbook("playbooks/release.yml")
+    report = load.stop()
+    assert run.rc == 0, run.output[-3000:]
+    assert report["failed"] == 0, {k: report[k] for k in ("sent", "failed", "status", "errors")}
+    for name in WEBS:
+        assert live(name).endswith(sha[:8])
+
+
+def test_the_refused_removal_would_have_failed_requests_on_the_host_not_switched(host, cacert):
+    before = {name: live(name) for name in WEBS}
+    name, write = new_migration("remove_greeting_note", REMOVE_NOTE)
+    sha = push(f"{write} && sed -i '/^    note = /d' greetings/models.py", "remove note")
+    load = probe(cacert).start()
+    run = run_playbook("playbooks/release.yml")
+    refused = load.stop()
+    assert run.rc != 0
+    assert f"{name}, operation 1 (RemoveField: Remove field note from greeting)" in run.flat
+    assert refused["failed"] == 0, {k: refused[k] for k in ("sent", "failed", "status", "errors")}
+    assert {n: live(n) for n in WEBS} == before
+    # With the override the release goes out, and the old code, still serving on the host that
+    # has not switched yet, answers 500 for every page that reads greetings: what the refusal
+    # prevents.
+    load = probe(cacert).start()
+    run = run_playbook("playbooks/release.yml", "-e", "release_allow_unsafe_migrations=true")
+    report = load.stop()
+    assert run.rc == 0, run.output[-3000:]
+    for web in WEBS:
+        assert live(web).endswith(sha[:8])
+    assert report["failed"] > 0, report
+    assert report["status"].get("500", 0) > 0, report
+    print(f"allowed removal under load: {report['failed']} of {report['sent']} requests failed")

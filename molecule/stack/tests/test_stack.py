@@ -48,6 +48,13 @@ def test_hashed_static_file_comes_from_nginx_with_cache_headers(host, color):
     assert urls[0] not in log
 
 
+def test_the_live_color_warmed_itself_before_its_workers_forked(host, color):
+    # The when_ready hook of gunicorn.conf.py (gunicorn_warmup_path: the health path) ran one
+    # request in the master; the workers then fork with the URLconf already imported.
+    log = host.run(f"journalctl --no-pager -o cat -u {APP}@{color}.service").stdout
+    assert "warm-up: GET /healthz answered ['200 OK']" in log
+
+
 def test_live_instance_is_socket_activated_and_runs_as_runtime_user(host, color):
     assert color in {"blue", "green"}
     socket = host.service(f"{APP}@{color}.socket")

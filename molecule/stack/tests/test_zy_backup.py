@@ -7,6 +7,8 @@ greetings migrations 0001 and 0002 (the probe migration is restored away and its
 removed again, so test_zz's 0003_second_greeting does not conflict with it).
 """
 
+import json
+
 import pytest
 from testlib import commit_and_push, https_get, run_playbook, write_file
 
@@ -19,7 +21,9 @@ PROBE = "greetings/migrations/0003_backup_probe.py"
 ROWS = "SELECT id, text, created FROM greetings_greeting ORDER BY id"
 MIGRATIONS = "SELECT app, name FROM django_migrations ORDER BY id"
 
-# A schema change and a row: the restore must take both away again.
+# A schema change and a row: the restore must take both away again. Raw SQL is "unknown" to the
+# migration safety check, which refuses it while a release is live: the runs allow it.
+ALLOW = "release_allow_unsafe_migrations=true"
 MIGRATION = """from django.db import migrations
 
 
@@ -69,7 +73,9 @@ def test_a_failed_backup_stops_the_release_before_migrate(host):
     before = live(host)
     commit_and_push(host, write_file(PROBE, MIGRATION), "backup probe")
     state["rows"], state["migrations"] = psql(host, ROWS), psql(host, MIGRATIONS)
-    run = run_playbook("playbooks/release.yml", "-e", "release_backup_dir=/dev/null/backups")
+    run = run_playbook(
+        "playbooks/release.yml", "-e", ALLOW, "-e", "release_backup_dir=/dev/null/backups"
+    )
     assert run.rc != 0
     assert "the database backup before migrating" in run.output
     assert "nothing was migrated and no host was switched" in run.output
@@ -87,7 +93,7 @@ def test_a_release_with_migrations_backs_up_first_and_keeps_the_newest(host):
     for name in [*planted, planted_restore]:
         assert host.run(f"runuser -u postgres -- touch {BACKUPS}/{name}").rc == 0
     before = dumps(host)
-    run = run_playbook("playbooks/release.yml", "-e", "release_backup_keep=2")
+    run = run_playbook("playbooks/release.yml", "-e", ALLOW, "-e", "release_backup_keep=2")
     assert run.rc == 0, run.output[-3000:]
     release_id = live(host).rsplit("/", 1)[-1]
     name = f"{release_id}-pre-migrate.dump"
@@ -107,6 +113,16 @@ def test_a_release_with_migrations_backs_up_first_and_keeps_the_newest(host):
     assert not host.run(f"ls -A {BACKUPS} | grep partial").stdout
     record = host.file(f"/srv/{APP}/current/.djdeploy-backup.json").content_string
     assert f"{BACKUPS}/{name}" in record
+    # The migrations record notes the unknown operation and what allowed it.
+    applied = host.file(f"/srv/{APP}/current/.djdeploy-migrations.json").content_string
+    assert json.loads(applied) == [
+        {
+            "name": "greetings.0003_backup_probe",
+            "reversible": False,
+            "unsafe": ["RunSQL: Raw SQL operation (unknown)"],
+            "allowed_by": "release_allow_unsafe_migrations",
+        }
+    ]
     state["backup"] = name
 
 

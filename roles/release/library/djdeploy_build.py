@@ -58,7 +58,6 @@ description:
   - Any failure after the project step removes the release directory and its static directory
     and fails with the cause and the last lines of the command's output; the live release is
     never touched.
-  - With I(mirror_only), only the mirror step runs.
 options:
   app_root:
     description: The app's root (C(releases/), C(venvs/), C(static/), C(next) below it).
@@ -83,26 +82,25 @@ options:
   mirror:
     description: The bare mirror of I(repo); default C(<app_root>/shared/cache/repo.git).
     type: path
-  mirror_only:
-    description: Only make sure the mirror holds the commit.
-    type: bool
-    default: false
   deploy_user:
     description: Runs git and owns the mirror and, once built, the release and its venv.
     type: str
     required: true
   build_user:
     description: Runs the export, the venv creation, the installers, collectstatic and the
-      deploy check. Required unless I(mirror_only).
+      deploy check.
     type: str
+    required: true
   runtime_group:
     description: The app's runtime group (the build user's only supplementary group; group of
-      the release and the venv). Required unless I(mirror_only).
+      the release and the venv).
     type: str
+    required: true
   cache_dir:
     description: The build user's HOME and its installers' cache root (C(pip/), C(uv/),
-      C(poetry/) below it; writable by it only). Required unless I(mirror_only).
+      C(poetry/) below it; writable by it only).
     type: path
+    required: true
   python:
     description: Interpreter the venv is created from (its version is checked against the
       project's).
@@ -241,11 +239,11 @@ release_dir:
   type: str
 venv:
   description: The release's venv.
-  returned: unless mirror_only
+  returned: always
   type: str
 venv_reused:
   description: Whether an existing complete venv was reused (no install).
-  returned: unless mirror_only
+  returned: always
   type: bool
 mirror_updated:
   description: Whether the mirror was cloned or updated.
@@ -255,13 +253,13 @@ project:
   description: What the project step found (method, source, digest, build_system, hashes,
     dependencies, requires_python, python_version), the installer that fills the venv and
     the venv of these inputs.
-  returned: once the project was read (not with mirror_only)
+  returned: once the project was read
   type: dict
 record:
   description: The release record as written (id, commit, ref, repo, venv, built_at, built_by,
     install_method, installer, install_source, requires_python, python_version,
     check_accepted).
-  returned: success, unless mirror_only
+  returned: success
   type: dict
 plan:
   description: What the build would do (check mode).
@@ -307,7 +305,9 @@ if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
         run_command,
     )
     from djdeploy_files import Chown, lchown, remove_path, replace_symlink, write_atomic
+    from djdeploy_git import GIT_ENV
     from djdeploy_project_lib import (
+        InstallerSettings,
         InstallOptions,
         ProjectError,
         git_reader,
@@ -335,7 +335,9 @@ else:  # Ansible ships the role's module_utils with its modules
         replace_symlink,
         write_atomic,
     )
+    from ansible.module_utils.djdeploy_git import GIT_ENV
     from ansible.module_utils.djdeploy_project_lib import (
+        InstallerSettings,
         InstallOptions,
         ProjectError,
         git_reader,
@@ -346,7 +348,6 @@ else:  # Ansible ships the role's module_utils with its modules
         venv_path,
     )
 
-GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
 COMPLETE = ".djdeploy-complete"
 # Modes a sealed tree keeps at most: the release as exported under umask 026 (files 0640,
 # directories 0751, setgid runtime group), venvs and static files as written under umask 022.
@@ -461,20 +462,13 @@ class Names:
     record: str = ".djdeploy-release.json"
 
 
-@dataclass
-class Inspect:
+@dataclass(kw_only=True)
+class Inspect(InstallerSettings):
     """How the project step reads the project and installs it (the operator's settings)."""
 
     method: str = "auto"
-    installer: str = "pip"
     requirements_file: str = ""
     knobs: dict[str, str] = field(default_factory=dict)
-    tools_dir: str = "/opt/djdeploy/tools"
-    extra_packages: list[str] = field(default_factory=list)
-    extra_args: list[str] = field(default_factory=list)
-    index_url: str = ""
-    extra_index_urls: list[str] = field(default_factory=list)
-    ca_bundle: str = "/etc/ssl/certs/ca-certificates.crt"
 
 
 @dataclass
@@ -720,18 +714,6 @@ class Builder:
 
     # -- the steps -------------------------------------------------------------------------
 
-    def prepare_mirror(self) -> Report:
-        """Only the mirror step (mirror_only)."""
-        started = self.clock()
-        try:
-            self._mirror()
-        except (StepError, OSError) as exc:
-            raise self._failed(str(exc)) from exc
-        finally:
-            self.report.seconds = self.clock() - started
-        self.report.changed = self.report.mirror_updated
-        return self.report
-
     def _mirror(self) -> None:
         cfg = self.cfg
         with self._step("mirror"):
@@ -808,15 +790,9 @@ class Builder:
             options = InstallOptions(
                 venvs_dir=str(cfg.app_root / "venvs"),
                 release_dir=str(cfg.release_dir),
-                tools_dir=settings.tools_dir,
                 cache_dir=self.build.home,
-                extra_packages=list(settings.extra_packages),
-                extra_args=list(settings.extra_args),
-                index_url=settings.index_url,
-                extra_index_urls=list(settings.extra_index_urls),
-                ca_bundle=settings.ca_bundle,
                 nice=cfg.nice,
-                installer=settings.installer,
+                **settings.installer_settings(),
             )
             venv = venv_path(found, options)
             installer = installer_of(found, options)
@@ -976,18 +952,14 @@ class Builder:
 
     # -- check mode ------------------------------------------------------------------------
 
-    def plan(self, mirror_only: bool = False) -> dict[str, Any]:
-        """What execute() (or prepare_mirror()) would do; reads only."""
+    def plan(self) -> dict[str, Any]:
+        """What execute() would do; reads only."""
         cfg = self.cfg
         plan: list[str] = []
         if not (cfg.mirror_dir / "HEAD").exists():
             plan.append(f"clone {cfg.repo} into {cfg.mirror_dir} as {cfg.deploy.user}")
         elif not self._has_commit():
             plan.append(f"update the mirror {cfg.mirror_dir} as {cfg.deploy.user}")
-        if mirror_only:
-            data = self.report.as_dict()
-            data.update(plan=plan, mirror_updated=bool(plan), changed=bool(plan))
-            return data
         build = self.build.user
         if plan:
             # The project is read from the mirror, which does not hold the commit yet.
@@ -1052,13 +1024,7 @@ def config_from_params(p: dict[str, Any]) -> Config:
         operator=p["operator"],
         base_env=passed_env(),
     )
-    if p["mirror_only"]:
-        return cfg
-    missing = [
-        name
-        for name in ("build_user", "runtime_group", "cache_dir", "names", "manage")
-        if not p[name]
-    ]
+    missing = [name for name in ("names", "manage") if not p[name]]
     if missing:
         raise LookupError(f"djdeploy_build needs {', '.join(missing)} to build")
     runtime_gid = lookup_gid(p["runtime_group"])
@@ -1072,9 +1038,7 @@ def config_from_params(p: dict[str, Any]) -> Config:
         extra_groups=build.extra_groups,
     )
     cfg.runtime_gid = runtime_gid
-    cfg.inspect = Inspect(
-        **{name: p[name] for name in Inspect.__dataclass_fields__},
-    )
+    cfg.inspect = Inspect(**{name: p[name] for name in Inspect.__dataclass_fields__})
     names = p["names"]
     cfg.names = Names(
         **{key: names[key] for key in Names.__dataclass_fields__ if key in names},
@@ -1091,11 +1055,10 @@ def main() -> None:
             "repo": {"type": "str", "required": True},
             "ref": {"type": "str", "default": ""},
             "mirror": {"type": "path"},
-            "mirror_only": {"type": "bool", "default": False},
             "deploy_user": {"type": "str", "required": True},
-            "build_user": {"type": "str"},
-            "runtime_group": {"type": "str"},
-            "cache_dir": {"type": "path"},
+            "build_user": {"type": "str", "required": True},
+            "runtime_group": {"type": "str", "required": True},
+            "cache_dir": {"type": "path", "required": True},
             "python": {"type": "path", "default": "/usr/bin/python3"},
             "method": {
                 "type": "str",
@@ -1129,13 +1092,12 @@ def main() -> None:
     except LookupError as exc:
         module.fail_json(msg=f"release: {exc}")
     builder = Builder(cfg)
-    mirror_only = module.params["mirror_only"]
     try:
         if module.check_mode:
-            plan = builder.plan(mirror_only=mirror_only)
+            plan = builder.plan()
             _warn(module, builder.report)
             module.exit_json(**plan)
-        report = builder.prepare_mirror() if mirror_only else builder.execute()
+        report = builder.execute()
     except BuildError as exc:
         _warn(module, builder.report)
         module.fail_json(msg=exc.msg, **builder.report.as_dict())

@@ -10,13 +10,19 @@ short_description: Create the build user, the app tree, the env file and the man
 description:
   - One call, as root, does what the release role needs on a web host before a build, in this
     order, changing only what differs. Everything it changed is listed in C(changes).
-  - The build user's group (I(build_user), a system group) and the build user: a system user
+  - First, without changing anything, with I(resolve), the commit its C(ref) names in its
+    C(repo) (C(git ls-remote) as its C(user), the deploy user; a full commit id is taken as
+    given; an unreadable repository or a ref that does not exist fails the call); with
+    I(live_record), the live release's record. Then, with I(lock), the deploy lock is taken
+    (the same lock as the djdeploy_lock module's; a lock held by another run fails the call,
+    naming its holder, before anything else changes).
+  - The build user's group (I(build_user), a system group) and the build user, a system user
     whose primary group is that group, whose supplementary groups are exactly I(build_groups),
     with the shell I(build_shell) and the home I(build_home) (not created here). A new user's
     password is locked (C(!)); the password of an existing user is left as it is. Users and
     groups are read with C(pwd) and C(grp) and changed with C(groupadd), C(useradd) and
     C(usermod).
-  - Each of I(directories), in order: created when missing (with missing parents, owned by
+  - Each of I(directories), in order; created when missing (with missing parents, owned by
     root, mode C(0755)), then its owner, group and mode set when they differ. A symlink to a
     directory is followed; anything else that is not a directory fails.
   - Each path of I(absent) is removed (a directory with everything in it).
@@ -24,7 +30,7 @@ description:
     symlink is skipped), each pair of I(link_names) whose C(old) entry is a symlink and whose
     C(new) name is free gets C(new), a symlink with the same target, owned by I(links_owner).
   - Each of I(files) (unless C(enabled) is false) is written when its content, owner, group or
-    mode differ: a temporary file in the same directory gets the content, owner and mode,
+    mode differ; a temporary file in the same directory gets the content, owner and mode,
     then is renamed over the file, so a reader sees the old or the new file, never a part.
     The content is never returned or logged.
 options:
@@ -105,6 +111,28 @@ options:
         live release (C(<root>/current/<live_record>)) is read before anything changes and
         returned as I(live). A record that exists but cannot be read fails the call first.
     type: str
+  resolve:
+    description: Resolve a git ref to the commit of this release before anything changes.
+    type: dict
+    suboptions:
+      repo:
+        description: The repository (URL or path), as the deploy user reaches it.
+        type: str
+        required: true
+      ref:
+        description: Branch, tag, C(HEAD), C(refs/...) or a full commit id.
+        type: str
+        required: true
+      user:
+        description: Runs C(git ls-remote) (the deploy user, who holds the credentials).
+        type: str
+        required: true
+  lock:
+    description:
+      - Take the app's deploy lock for this run after the reads and before any change (the
+        options of the djdeploy_lock module with C(state=acquired)). The lock stays held when
+        the call returns; the switch (or the run's abort) releases it.
+    type: dict
   files:
     description: Files to write, in order.
     type: list
@@ -145,6 +173,8 @@ attributes:
     description: Reports what would change (in C(changes)) and changes nothing.
 notes:
   - Runs as root.
+extends_documentation_fragment:
+  - djdeploy_lock_option
 author:
   - djdeploy
 """
@@ -194,6 +224,14 @@ live:
     release.
   returned: always
   type: dict
+commit:
+  description: The commit I(resolve) found; empty without I(resolve).
+  returned: always
+  type: str
+lock:
+  description: The deploy lock after the call (as djdeploy_lock returns it); empty without I(lock).
+  returned: always
+  type: dict
 """
 
 import grp  # noqa: E402
@@ -210,10 +248,35 @@ from typing import TYPE_CHECKING, Any, Protocol  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
+    from djdeploy_accounts import Command, lookup_account, minimal_env, passed_env
+    from djdeploy_accounts import run_command as run_as
     from djdeploy_files import write_atomic
+    from djdeploy_git import GIT_ENV, GitError, resolve_ref
+    from djdeploy_lock_lib import (
+        LOCK_OPTION_SPEC,
+        LockError,
+        LockRefusedError,
+        lock_from_option,
+        take_for_run,
+    )
     from djdeploy_record import RecordError, read_live_record
 else:  # Ansible ships the role's module_utils with its modules
+    from ansible.module_utils.djdeploy_accounts import (
+        Command,
+        lookup_account,
+        minimal_env,
+        passed_env,
+    )
+    from ansible.module_utils.djdeploy_accounts import run_command as run_as
     from ansible.module_utils.djdeploy_files import write_atomic
+    from ansible.module_utils.djdeploy_git import GIT_ENV, GitError, resolve_ref
+    from ansible.module_utils.djdeploy_lock_lib import (
+        LOCK_OPTION_SPEC,
+        LockError,
+        LockRefusedError,
+        lock_from_option,
+        take_for_run,
+    )
     from ansible.module_utils.djdeploy_record import RecordError, read_live_record
 
 # run(argv) -> (rc, stdout, stderr)
@@ -232,6 +295,19 @@ def run_command(argv: list[str]) -> tuple[int, str, str]:
     """Run a command on the host (no shell) and return its exit code and output."""
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     return proc.returncode, proc.stdout, proc.stderr
+
+
+# git(user, argv) -> (rc, stdout, stderr): a git command run as user.
+GitRunner = Callable[[str, list[str]], tuple[int, str, str]]
+
+
+def run_git_as(user: str, argv: list[str]) -> tuple[int, str, str]:
+    """Run git as user (its groups, a minimal environment, never a prompt)."""
+    try:
+        account = lookup_account(user)
+    except LookupError as exc:
+        return 1, "", str(exc)
+    return run_as(Command(argv, account, minimal_env(account, passed_env(), GIT_ENV)))
 
 
 def os_chown(target: int | str, uid: int, gid: int, /, *, follow_symlinks: bool = True) -> None:
@@ -343,6 +419,9 @@ class Config:
     # The live release's record file name (read from <root>/current/), when asked for.
     live_record: str | None = None
     root: Path | None = None
+    # resolve: {repo, ref, user}; lock: the lock option (djdeploy_lock_lib.LOCK_OPTION_SPEC).
+    resolve: dict[str, str] | None = None
+    lock: dict[str, Any] | None = None
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Config:
@@ -375,6 +454,8 @@ class Config:
             links_owner=params.get("links_owner"),
             live_record=params.get("live_record"),
             root=Path(root) if root else None,
+            resolve=params.get("resolve"),
+            lock=params.get("lock"),
             files=[
                 ManagedFile(
                     Path(f["path"]),
@@ -404,19 +485,28 @@ class Layout:
         run: Runner = run_command,
         accounts: Accounts | None = None,
         chown: Chown = os_chown,
+        git: GitRunner = run_git_as,
         check_mode: bool = False,
     ) -> None:
         self.cfg = cfg
         self.run = run
+        self.git = git
         self.accounts: Accounts = accounts if accounts is not None else SystemAccounts()
         self.chown = chown
         self.check_mode = check_mode
         self.changes: list[str] = []
         self.config_changed = False
         self.live: dict[str, Any] = {}
+        self.commit = ""
+        self.lock: dict[str, Any] = {}
+        self.warnings: list[str] = []
 
     def apply(self) -> None:
+        # Reads first, then the lock: a bad ref, a broken record or another run's lock change
+        # nothing.
+        self.resolve_commit()
         self.read_live()
+        self.take_lock()
         self.ensure_build_user()
         self.ensure_directories()
         self.remove_absent()
@@ -429,7 +519,42 @@ class Layout:
             "changes": list(self.changes),
             "config_changed": self.config_changed,
             "live": dict(self.live),
+            "commit": self.commit,
+            "lock": dict(self.lock),
         }
+
+    def resolve_commit(self) -> None:
+        """The commit the release's ref names (git ls-remote as the deploy user)."""
+        if not self.cfg.resolve:
+            return
+        r = self.cfg.resolve
+        host = (self.cfg.lock or {}).get("host") or os.uname().nodename
+        try:
+            self.commit = resolve_ref(
+                lambda argv: self.git(r["user"], argv), r["repo"], r["ref"], r["user"], host
+            )
+        except GitError as exc:
+            raise LayoutError(str(exc)) from exc
+
+    def take_lock(self) -> None:
+        """This run's deploy lock (a lock of another run fails the call, naming its holder)."""
+        if not self.cfg.lock:
+            return
+        try:
+            lock, owner = lock_from_option(self.cfg.lock)
+            taken, warnings = take_for_run(
+                lock,
+                owner,
+                break_lock=bool(self.cfg.lock.get("break_lock")),
+                check_mode=self.check_mode,
+            )
+        except LockRefusedError as exc:
+            self.lock = exc.result.as_dict()
+            raise LayoutError(str(exc)) from exc
+        except LockError as exc:
+            raise LayoutError(str(exc)) from exc
+        self.lock = taken.as_dict()
+        self.warnings.extend(warnings)
 
     def read_live(self) -> None:
         """The live release's record (read first: a broken record changes nothing)."""
@@ -734,6 +859,15 @@ ARGUMENT_SPEC: dict[str, Any] = {
     },
     "links_owner": {"type": "str"},
     "live_record": {"type": "str"},
+    "resolve": {
+        "type": "dict",
+        "options": {
+            "repo": {"type": "str", "required": True},
+            "ref": {"type": "str", "required": True},
+            "user": {"type": "str", "required": True},
+        },
+    },
+    "lock": LOCK_OPTION_SPEC,
     "files": {
         "type": "list",
         "elements": "dict",
@@ -763,6 +897,8 @@ def main() -> None:
         module.fail_json(msg=str(exc), changed=False, changes=[], config_changed=False)
         return
     result = layout.result()
+    for warning in layout.warnings:
+        module.warn(warning)
     if error is not None:
         module.fail_json(msg=str(error), **result)
     count = len(layout.changes)

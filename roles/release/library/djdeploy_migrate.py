@@ -5,10 +5,15 @@ Runs as root and runs the app's ``manage.py`` (through the ``<app>-manage`` wrap
 runtime user (``subprocess`` ``user=``, ``group=``, ``extra_groups=``; no sudo), with a minimal
 environment and ``DJDEPLOY_RELEASE_DIR`` naming the new release. Two steps, two calls:
 
-- ``plan``: ``migrate --plan``; when nothing is planned it also writes the release's empty
-  migrations record, so a release without migrations costs one task.
-- ``migrate``: ``migrate --noinput``, then the records: the migrations the plan listed
-  (rollback reads them) and, when a backup was taken before, where that dump is.
+- ``plan``: the unapplied migrations, from Django's own MigrationLoader and MigrationExecutor
+  (files/migration_plan.py through ``manage.py shell -c``), every operation classified for the
+  release that is live now (module_utils/djdeploy_migration_safety.py); unsafe operations
+  refuse the release (unless the operator allowed them) before anything changes. When nothing
+  is planned it also writes the release's empty migrations record, so a release without
+  migrations costs one task.
+- ``migrate``: ``migrate --noinput``, then the records: the migrations the plan listed, whether
+  each can be migrated backwards and which unsafe operations were allowed (rollback and
+  playbooks/releases.yml read them) and, when a backup was taken before, where that dump is.
 
 The records are written by root, atomically, owned by the deploy user and the runtime group,
 mode 0640.
@@ -24,13 +29,19 @@ description:
   - Runs as root. Runs the app's manage.py wrapper (I(manage)) as I(user) with a minimal
     environment (HOME, USER, LOGNAME, PATH, LANG, the proxy variables of the module's own
     environment) plus C(DJDEPLOY_RELEASE_DIR=release_dir), with that user's groups.
-  - I(step=plan) runs C(migrate --plan --no-color). When it says C(No planned migration
-    operations), the empty list is written to C(.djdeploy-migrations.json) in I(release_dir)
-    and the result says C(pending=false); otherwise nothing is written and the result lists the
-    planned migrations (lines C(<app label>.<migration name>)).
-  - I(step=migrate) runs C(migrate --noinput --no-color), then writes I(migrations) to
-    C(.djdeploy-migrations.json) and, when I(backup) is given, I(backup) to
-    C(.djdeploy-backup.json). A failed migrate writes nothing.
+  - I(step=plan) runs I(plan_script) with C(manage.py shell -c); Django's MigrationExecutor
+    computes the migrations C(migrate) would apply and describes each operation. Each operation
+    is classified safe, unsafe or unknown for the code of the live release (the release role's
+    README has the table). When I(live) is set (a release is serving) and an unsafe or unknown
+    operation is neither allowed by I(allow_unsafe) nor by its migration in
+    I(allow_unsafe_list), the module fails with one message listing app, migration, operation
+    and the expand/contract way to do it, and C(refused=true); nothing is written.
+  - With nothing planned, the empty list is written to C(.djdeploy-migrations.json) in
+    I(release_dir) and the result says C(pending=false); otherwise nothing is written and the
+    result lists the planned migrations and their records (C(plan)).
+  - I(step=migrate) runs C(migrate --noinput --no-color), then writes I(migrations) (the plan's
+    C(plan) entries, or plain names) to C(.djdeploy-migrations.json) and, when I(backup) is
+    given, I(backup) to C(.djdeploy-backup.json). A failed migrate writes nothing.
   - Records belong to I(owner):I(group), mode 0640, and are replaced atomically (never through a
     symlink); an identical record is left alone (not changed).
 options:
@@ -59,10 +70,35 @@ options:
     description: Group of the records (the runtime group).
     type: str
     required: true
-  migrations:
-    description: With I(step=migrate), the migrations the plan listed (its C(migrations)).
+  plan_script:
+    description:
+      - With I(step=plan), the Python code that prints the plan
+        (roles/release/files/migration_plan.py), run with C(manage.py shell -c).
+    type: str
+    default: ""
+  live:
+    description:
+      - With I(step=plan), the id of the release that serves now; empty on a first deploy (no old
+        code to break; unsafe operations are recorded, not refused).
+    type: str
+    default: ""
+  allow_unsafe:
+    description: With I(step=plan), allow every unsafe or unknown operation (recorded).
+    type: bool
+    default: false
+  allow_unsafe_list:
+    description:
+      - With I(step=plan), migrations (C(<app label>.<migration name>)) whose unsafe or unknown
+        operations are allowed (recorded).
     type: list
     elements: str
+    default: []
+  migrations:
+    description:
+      - With I(step=migrate), what to record; the plan's C(plan) (entries with C(name),
+        C(reversible), C(unsafe), C(allowed_by)), or migration names.
+    type: list
+    elements: raw
     default: []
   backup:
     description:
@@ -72,12 +108,17 @@ options:
 notes:
   - Check mode runs the plan (it only reads) and reports the records it would write; it never
     runs migrate.
+  - The plan reads the database (the applied migrations) as the runtime user; it changes
+    nothing, so a refusal happens before the backup and before any change.
 author: djdeploy maintainers
 """
 
 EXAMPLES = r"""
-- name: Migrate | List unapplied migrations
+- name: Migrate | List unapplied migrations, refuse unsafe ones
   djdeploy_migrate:
+    plan_script: "{{ lookup('ansible.builtin.file', 'migration_plan.py') }}"
+    live: 20260101T000000Z-aaaaaaaa
+    allow_unsafe_list: [shop.0012_remove_product_legacy_code]
     manage: /usr/local/bin/shop-manage
     release_dir: /srv/shop/releases/20260102T000000Z-bbbbbbbb
     user: shop
@@ -93,7 +134,7 @@ EXAMPLES = r"""
     user: shop
     owner: deploy
     group: shop
-    migrations: "{{ plan.migrations }}"
+    migrations: "{{ plan.plan }}"
     backup: {host: db1, file: /var/backups/djdeploy/shop/20260102T000000Z-bbbbbbbb-pre-migrate.dump}
   when: plan.pending
 """
@@ -110,9 +151,26 @@ migrations:
   elements: str
   sample: [greetings.0003_backup_probe]
 plan:
-  description: Output of C(migrate --plan) (step plan).
+  description:
+    - The records of the planned migrations (step plan), in the order migrate applies them.
   returned: step plan
-  type: str
+  type: list
+  elements: dict
+  sample:
+    - {name: greetings.0003_remove_greeting_text, reversible: true,
+       unsafe: ["RemoveField: Remove field text from greeting (unsafe)"],
+       allowed_by: release_allow_unsafe_migrations_list}
+unsafe:
+  description:
+    - Every unsafe or unknown operation of the plan (step plan), with C(migration), C(index),
+      C(type), C(operation), C(class), C(reason), C(advice) and C(refused).
+  returned: step plan
+  type: list
+  elements: dict
+refused:
+  description: Whether unsafe operations refused the release (then the module fails).
+  returned: step plan
+  type: bool
 stdout:
   description: Output of the last command run.
   returned: always
@@ -129,7 +187,6 @@ records:
 """
 
 import json  # noqa: E402
-import re  # noqa: E402
 import stat  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -151,6 +208,7 @@ if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
         run_command,
     )
     from djdeploy_files import Chown, lchown, write_atomic
+    from djdeploy_migration_safety import assess, bad_allow_entries, record_names
 else:  # Ansible ships the role's module_utils with its modules
     from ansible.module_utils.djdeploy_accounts import (
         INHERIT_UMASK,
@@ -165,26 +223,36 @@ else:  # Ansible ships the role's module_utils with its modules
         run_command,
     )
     from ansible.module_utils.djdeploy_files import Chown, lchown, write_atomic
+    from ansible.module_utils.djdeploy_migration_safety import (
+        assess,
+        bad_allow_entries,
+        record_names,
+    )
 
 
 MIGRATIONS_RECORD = ".djdeploy-migrations.json"
 BACKUP_RECORD = ".djdeploy-backup.json"
 RECORD_MODE = 0o640
-NOTHING_PLANNED = "No planned migration operations"
 NOTHING_APPLIED = "No migrations to apply"
-# A line of `migrate --plan` naming a migration: <app label>.<migration name>.
-MIGRATION_LINE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*[.][A-Za-z0-9_]+")
+# The line files/migration_plan.py prints the plan on (JSON after the marker).
+PLAN_MARKER = "DJDEPLOY-MIGRATION-PLAN "
 
 
 def lookup_ids(owner: str, group: str) -> tuple[int, int]:
     return lookup_uid(owner), lookup_gid(group)
 
 
-def parse_plan(stdout: str) -> tuple[bool, list[str]]:
-    """(pending, migrations) from the output of `migrate --plan`."""
-    pending = NOTHING_PLANNED not in stdout
-    names = [line.strip() for line in stdout.splitlines()]
-    return pending, [name for name in names if MIGRATION_LINE.fullmatch(name)]
+def parse_plan(stdout: str) -> list[dict[str, Any]]:
+    """The plan files/migration_plan.py printed (the last marker line); ValueError if none."""
+    lines = [line for line in stdout.splitlines() if line.startswith(PLAN_MARKER)]
+    if not lines:
+        raise ValueError("the plan script printed no plan")
+    plan = json.loads(lines[-1][len(PLAN_MARKER) :])
+    if not isinstance(plan, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("operations"), list) for m in plan
+    ):
+        raise ValueError("the plan script printed something that is not a plan")
+    return plan
 
 
 def record_text(value: Any) -> str:
@@ -195,17 +263,26 @@ def record_text(value: Any) -> str:
 class MigrateError(Exception):
     """A step failed; carries what the command said."""
 
-    def __init__(self, msg: str, rc: int | None = None, stdout: str = "", stderr: str = "") -> None:
+    def __init__(
+        self,
+        msg: str,
+        rc: int | None = None,
+        stdout: str = "",
+        stderr: str = "",
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(msg)
         self.msg = msg
         self.rc = rc
         self.stdout = stdout
         self.stderr = stderr
+        self.extra = extra or {}
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"msg": self.msg, "stdout": self.stdout, "stderr": self.stderr}
         if self.rc is not None:
             data["rc"] = self.rc
+        data.update(self.extra)
         return data
 
 
@@ -218,6 +295,10 @@ class Config:
     owner_gid: int
     base_env: dict[str, str] = field(default_factory=dict)
     check_mode: bool = False
+    plan_script: str = ""
+    live: str = ""
+    allow_unsafe: bool = False
+    allow_unsafe_list: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -227,7 +308,8 @@ class Result:
     changed: bool = False
     stdout: str = ""
     stderr: str = ""
-    plan: str | None = None
+    plan: list[dict[str, Any]] | None = None
+    unsafe: list[dict[str, Any]] | None = None
     records: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -241,6 +323,8 @@ class Result:
         }
         if self.plan is not None:
             data["plan"] = self.plan
+            data["unsafe"] = self.unsafe or []
+            data["refused"] = False
         return data
 
 
@@ -289,21 +373,69 @@ class Migrator:
             return False
 
     def plan(self) -> Result:
-        """migrate --plan; with nothing planned, the empty migrations record too."""
-        rc, out, err = self._manage("migrate", "--plan", "--no-color")
+        """The plan, classified; unsafe operations refuse the release (MigrateError with
+        refused) unless allowed; with nothing planned, the empty migrations record too."""
+        cfg = self.cfg
+        bad = bad_allow_entries(cfg.allow_unsafe_list)
+        if bad:
+            raise MigrateError(
+                "release: release_allow_unsafe_migrations_list takes migrations as"
+                f" <app label>.<migration name> (e.g. shop.0012_remove_product_code), got {bad}"
+            )
+        rc, out, err = self._manage("shell", "-c", cfg.plan_script)
         if rc != 0:
             raise MigrateError(
-                f"release: {self.cfg.manage} migrate --plan failed (rc {rc})", rc, out, err
+                f"release: listing the migrations of {cfg.release_dir.name} failed"
+                f" ({cfg.manage} shell, rc {rc})",
+                rc,
+                out,
+                err,
             )
-        pending, migrations = parse_plan(out)
-        result = Result(pending=pending, migrations=migrations, stdout=out, stderr=err, plan=out)
-        if not pending:
+        try:
+            planned = parse_plan(out)
+        except ValueError as exc:
+            raise MigrateError(f"release: {exc} ({cfg.manage} shell)", rc, out, err) from exc
+        judged = assess(
+            planned,
+            live=cfg.live,
+            release=cfg.release_dir.name,
+            allow_all=cfg.allow_unsafe,
+            allow=cfg.allow_unsafe_list,
+        )
+        names = [str(m["name"]) for m in judged.migrations]
+        if judged.refused:
+            raise MigrateError(
+                judged.message,
+                stdout=out,
+                stderr=err,
+                extra={
+                    "refused": True,
+                    "pending": True,
+                    "migrations": names,
+                    "plan": judged.migrations,
+                    "unsafe": judged.classification(),
+                },
+            )
+        result = Result(
+            pending=bool(planned),
+            migrations=names,
+            stdout=out,
+            stderr=err,
+            plan=judged.migrations,
+            unsafe=judged.classification(),
+        )
+        if not planned:
             self._record(MIGRATIONS_RECORD, [], result)
         return result
 
-    def migrate(self, migrations: list[str], backup: dict[str, Any] | None) -> Result:
+    def migrate(self, migrations: list[Any], backup: dict[str, Any] | None) -> Result:
         """migrate --noinput, then the records of what it applied and of the backup."""
-        result = Result(pending=True, migrations=list(migrations))
+        names = record_names(migrations)
+        if names is None:
+            raise MigrateError(
+                "release: djdeploy_migrate: migrations must be names or entries with a name"
+            )
+        result = Result(pending=True, migrations=names)
         if self.cfg.check_mode:
             result.changed = True
         else:
@@ -329,8 +461,12 @@ def main() -> None:
             "user": {"type": "str", "required": True},
             "owner": {"type": "str", "required": True},
             "group": {"type": "str", "required": True},
-            "migrations": {"type": "list", "elements": "str", "default": []},
+            "migrations": {"type": "list", "elements": "raw", "default": []},
             "backup": {"type": "dict"},
+            "plan_script": {"type": "str", "default": ""},
+            "live": {"type": "str", "default": ""},
+            "allow_unsafe": {"type": "bool", "default": False},
+            "allow_unsafe_list": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )
@@ -338,6 +474,8 @@ def main() -> None:
     backup = p["backup"]
     if backup is not None and not (backup.get("host") and backup.get("file")):
         module.fail_json(msg="release: djdeploy_migrate: backup needs host and file")
+    if p["step"] == "plan" and not p["plan_script"]:
+        module.fail_json(msg="release: djdeploy_migrate: step plan needs plan_script")
     try:
         uid, gid = lookup_ids(p["owner"], p["group"])
         cfg = Config(
@@ -348,6 +486,10 @@ def main() -> None:
             owner_gid=gid,
             base_env=passed_env(),
             check_mode=module.check_mode,
+            plan_script=p["plan_script"],
+            live=p["live"],
+            allow_unsafe=p["allow_unsafe"],
+            allow_unsafe_list=p["allow_unsafe_list"],
         )
     except LookupError as exc:
         module.fail_json(msg=f"release: {exc}")

@@ -1,5 +1,6 @@
 #!/usr/bin/python
-"""Read one host's release state in one call: the live record and, for a rollback, its target."""
+"""Read one host's release state in one call: the live record and, for a rollback, its target;
+or, for playbooks/releases.yml, every release with the migrations it applied."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ description:
     the C(previous) link points at) and returns whether it exists, whether it is the live
     release, whether it carries the failure marker, and the migrations that the releases after
     it, up to the live one, applied (each release's C(.djdeploy-migrations.json), in id order).
+  - With I(list), returns every release directory (in id order) with its record, its links
+    (live, previous, next), its failure marker and the migrations it applied, each with whether
+    Django can migrate it backwards and the unsafe operations that were allowed (records of
+    older releases list names only), plus one line of text per release.
   - Changes nothing on the host.
 options:
   app_root:
@@ -42,6 +47,31 @@ options:
     description: Release id to roll back to; empty for the release C(previous) points at.
     type: str
     default: ""
+  check:
+    description:
+      - With I(rollback), fail (C(refused=true)) with the reason when the rollback must not go
+        ahead, because the target does not exist, is the live release, failed its switch, or
+        releases after it applied migrations and not I(allow_migrations). The same check as
+        djdeploy_switch's I(rollback) option, for a caller that must know before the switch
+        (a host about to leave the balancers' rotation).
+    type: bool
+    default: false
+  allow_migrations:
+    description: With I(check), allow a rollback past releases that applied migrations.
+    type: bool
+    default: false
+  manage:
+    description: With I(check), the manage.py wrapper named in the migrations message.
+    type: str
+    default: ""
+  runtime_user:
+    description: With I(check), the runtime user named in the migrations message.
+    type: str
+    default: ""
+  list:
+    description: List every release (C(releases), C(lines)).
+    type: bool
+    default: false
   host:
     description: Host name used in messages (pass C(inventory_hostname)); default the node name.
     type: str
@@ -101,104 +131,142 @@ target:
           as strings, target < id <= live), in id order.
       type: list
       elements: str
+    applied:
+      description:
+        - The same migrations as entries (C(name), C(release), C(reversible), C(unsafe),
+          C(allowed_by)); C(reversible) is null for records of releases older than that field.
+      type: list
+      elements: dict
+releases:
+  description: With I(list), every release, in id order.
+  returned: always (empty unless I(list))
+  type: list
+  elements: dict
+  contains:
+    id:
+      description: The release id.
+      type: str
+    record:
+      description: Its record (empty when the build did not finish).
+      type: dict
+    live:
+      description: Whether C(current) points at it.
+      type: bool
+    previous:
+      description: Whether C(previous) points at it.
+      type: bool
+    next:
+      description: Whether C(next) points at it.
+      type: bool
+    failed:
+      description: The failure marker's content (empty when there is none).
+      type: dict
+    migrations:
+      description: The migrations it applied (entries as in C(target.applied)).
+      type: list
+      elements: dict
+lines:
+  description: With I(list), one line of text per release (C(*) marks the live one).
+  returned: always (empty unless I(list))
+  type: list
+  elements: str
 """
 
 import socket  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING, Any  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
-    from djdeploy_record import RecordError, read_json, read_live_record
+    from djdeploy_releases_lib import (
+        Config,
+        StateError,
+        read_applied,
+        read_json_state,
+        read_live,
+        release_ids,
+        resolve_target,
+        rollback_target,
+    )
 else:  # Ansible ships the role's module_utils with its modules
-    from ansible.module_utils.djdeploy_record import RecordError, read_json, read_live_record
+    from ansible.module_utils.djdeploy_releases_lib import (
+        Config,
+        StateError,
+        read_applied,
+        read_json_state,
+        read_live,
+        release_ids,
+        resolve_target,
+        rollback_target,
+    )
+
+__all__ = ["Config", "StateError", "read_state"]
 
 
-class StateError(Exception):
-    """The host's release state cannot be read."""
-
-    def __init__(self, msg: str) -> None:
-        super().__init__(msg)
-        self.msg = msg
+def _link_name(path: Path) -> str:
+    return path.readlink().name if path.is_symlink() else ""
 
 
-@dataclass
-class Config:
-    """What to read (the module's options)."""
-
-    app_root: Path
-    record: str = ".djdeploy-release.json"
-    failed_marker: str = ".djdeploy-failed.json"
-    migrations_file: str = ".djdeploy-migrations.json"
-    rollback: bool = False
-    rollback_to: str = ""
-    host: str = ""
+def migration_text(entry: dict[str, Any]) -> str:
+    """One applied migration in a line of the listing."""
+    reversible = entry.get("reversible")
+    how = "reversible" if reversible else "irreversible" if reversible is False else "reversible?"
+    unsafe = entry.get("unsafe") or []
+    if unsafe:
+        by = entry.get("allowed_by") or "not allowed"
+        how += f", unsafe allowed by {by}: {'; '.join(str(u) for u in unsafe)}"
+    return f"{entry['name']} ({how})"
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return read_json(path)
-    except RecordError as exc:
-        raise StateError(str(exc)) from exc
-
-
-def read_live(cfg: Config) -> dict[str, Any]:
-    """The live release's record; empty when there is no live release (no current or record)."""
-    try:
-        return read_live_record(cfg.app_root, cfg.record)
-    except RecordError as exc:
-        raise StateError(str(exc)) from exc
-
-
-def _valid_id(release: str) -> bool:
-    return bool(release) and "/" not in release and release not in (".", "..")
-
-
-def applied_between(releases: Path, after: str, upto: str, name: str) -> list[str]:
-    """Migrations applied by the releases with after < id <= upto, in id order."""
-    found: list[str] = []
-    try:
-        entries = sorted(e.name for e in releases.iterdir() if not e.name.startswith("."))
-    except FileNotFoundError:
-        return found
-    for release in entries:
-        path = releases / release / name
-        if not (after < release <= upto) or not path.is_file():
-            continue
-        applied = _read_json(path)
-        if not isinstance(applied, list) or not all(isinstance(m, str) for m in applied):
-            raise StateError(f"release: {path} is not a list of migrations")
-        found.extend(applied)
-    return found
-
-
-def resolve_target(cfg: Config, live: dict[str, Any]) -> dict[str, Any]:
-    """The rollback target: rollback_to, else where the previous link points."""
+def list_releases(cfg: Config) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every release in id order, and one line of text per release."""
     root = cfg.app_root
-    if cfg.rollback_to:
-        path = root / "releases" / cfg.rollback_to
-        release = cfg.rollback_to if _valid_id(cfg.rollback_to) else ""
+    links = {key: _link_name(root / key) for key in ("current", "previous", "next")}
+    releases: list[dict[str, Any]] = []
+    lines: list[str] = []
+    for release in release_ids(root / "releases"):
+        directory = root / "releases" / release
+        if not directory.is_dir():
+            continue
+        record_path, failed_path = directory / cfg.record, directory / cfg.failed_marker
+        record = read_json_state(record_path) if record_path.is_file() else {}
+        failed = read_json_state(failed_path) if failed_path.is_file() else {}
+        migrations = read_applied(directory / cfg.migrations_file, release)
+        item = {
+            "id": release,
+            "record": record if isinstance(record, dict) else {},
+            "live": links["current"] == release,
+            "previous": links["previous"] == release,
+            "next": links["next"] == release,
+            "failed": failed if isinstance(failed, dict) else {"marker": str(failed)},
+            "migrations": migrations,
+        }
+        releases.append(item)
+        lines.append(release_line(item))
+    return releases, lines
+
+
+def release_line(item: dict[str, Any]) -> str:
+    record = item["record"]
+    marks = [name for name in ("previous", "next") if item[name]]
+    parts = [("* " if item["live"] else "  ") + item["id"]]
+    if marks:
+        parts[0] += f" ({', '.join(marks)})"
+    if record:
+        who = f" by {record['who']}" if record.get("who") else ""
+        parts.append(f"commit {str(record.get('commit', '?'))[:12]}{who}")
     else:
-        path = root / "previous"
-        release = path.readlink().name if path.is_symlink() else ""
-    directory = root / "releases" / release
-    exists = _valid_id(release) and directory.is_dir()
-    live_id = str(live.get("id", ""))
-    target: dict[str, Any] = {
-        "id": release,
-        "path": str(path),
-        "exists": exists,
-        "live": exists and release == live_id,
-        "failed": exists and (directory / cfg.failed_marker).exists(),
-        "applied_migrations": [],
-    }
-    if exists:
-        target["applied_migrations"] = applied_between(
-            root / "releases", release, live_id, cfg.migrations_file
-        )
-    return target
+        parts.append("incomplete (no record)")
+    if item["failed"]:
+        parts.append(f"FAILED: {item['failed'].get('reason', 'see the marker')}")
+    migrations = item["migrations"]
+    parts.append(
+        "migrations: " + ", ".join(migration_text(m) for m in migrations)
+        if migrations
+        else "no migrations"
+    )
+    return "; ".join(parts)
 
 
 def read_state(cfg: Config) -> dict[str, Any]:
@@ -213,7 +281,14 @@ def read_state(cfg: Config) -> dict[str, Any]:
                 " missing); nothing to roll back."
             )
         target = resolve_target(cfg, live)
-    return {"changed": False, "live": live, "target": target}
+    releases, lines = list_releases(cfg) if cfg.listing else ([], [])
+    return {
+        "changed": False,
+        "live": live,
+        "target": target,
+        "releases": releases,
+        "lines": lines,
+    }
 
 
 def main() -> None:
@@ -226,6 +301,11 @@ def main() -> None:
             "rollback": {"type": "bool", "default": False},
             "rollback_to": {"type": "str", "default": ""},
             "host": {"type": "str"},
+            "list": {"type": "bool", "default": False},
+            "check": {"type": "bool", "default": False},
+            "allow_migrations": {"type": "bool", "default": False},
+            "manage": {"type": "str", "default": ""},
+            "runtime_user": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )
@@ -238,11 +318,19 @@ def main() -> None:
         rollback=p["rollback"],
         rollback_to=p["rollback_to"] or "",
         host=p["host"] or socket.gethostname(),
+        listing=p["list"],
     )
     try:
+        if p["rollback"] and p["check"]:
+            rollback_target(
+                cfg,
+                allow_migrations=p["allow_migrations"],
+                manage=p["manage"],
+                runtime_user=p["runtime_user"],
+            )
         module.exit_json(**read_state(cfg))
     except StateError as exc:
-        module.fail_json(msg=exc.msg)
+        module.fail_json(msg=exc.msg, refused=p["check"])
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ Ansible or a host. Standard library only.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 import re
@@ -299,23 +301,35 @@ def inspect_project(
 # --- The install -----------------------------------------------------------------------
 
 
-@dataclass
-class InstallOptions:
-    """Where and how the build installs (paths on the host, the operator's pip settings)."""
+@dataclass(kw_only=True)
+class InstallerSettings:
+    """The operator's install settings (the inventory's), whoever carries them."""
 
-    venvs_dir: str
-    release_dir: str
     tools_dir: str = "/opt/djdeploy/tools"
-    cache_dir: str = ""
     extra_packages: list[str] = field(default_factory=list)
     extra_args: list[str] = field(default_factory=list)
     index_url: str = ""
     extra_index_urls: list[str] = field(default_factory=list)
     ca_bundle: str = "/etc/ssl/certs/ca-certificates.crt"
-    nice: int = 10
     # Installer of the requirements and pyproject methods (INSTALLERS); the lock-file methods
     # ignore it.
     installer: str = "pip"
+
+    def installer_settings(self) -> dict[str, Any]:
+        """These settings alone (copies of the lists), e.g. to build InstallOptions from them."""
+        return {
+            f.name: copy.copy(getattr(self, f.name)) for f in dataclasses.fields(InstallerSettings)
+        }
+
+
+@dataclass(kw_only=True)
+class InstallOptions(InstallerSettings):
+    """Where and how the build installs: paths on the host and the operator's settings."""
+
+    venvs_dir: str
+    release_dir: str
+    cache_dir: str = ""
+    nice: int = 10
 
 
 def installer_of(project: Project, options: InstallOptions) -> str:
