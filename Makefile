@@ -31,7 +31,15 @@ $(VENV)/.installed: requirements-dev.txt
 	  || { echo "setup: a collection in requirements.yml is neither bundled with the pinned 'ansible' package nor reachable on Galaxy" >&2; exit 1; }
 	touch $@
 
-setup: $(VENV)/.installed .cache/collections.stamp ## Project venv with the pinned tools and the collections (idempotent)
+# The `djdeploy` command: a shim that runs this checkout's CLI (python -m djdeploy) with the
+# venv's interpreter, so nothing is built or fetched (no editable install, works offline).
+$(BIN)/djdeploy: Makefile | $(VENV)/.installed
+	@printf '%s\n' '#!/bin/sh' '# Written by make setup: the djdeploy CLI of $(CURDIR).' \
+	  'PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" exec "$(BIN)/python" -m djdeploy "$$@"' > $@.tmp
+	chmod 0755 $@.tmp
+	mv -f $@.tmp $@
+
+setup: $(VENV)/.installed .cache/collections.stamp $(BIN)/djdeploy ## Project venv with the pinned tools, the collections and the djdeploy command (idempotent)
 
 engine: ## Make sure a Docker engine answers (starts dockerd on Debian/Ubuntu as root)
 	$(BIN)/python -m tools.engine
