@@ -39,6 +39,7 @@ RELEASE_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{8}")
 REF = re.compile(r"(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/@+-]+(?<![./])")
 DUMP = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\.dump")
 LOCKED = "is locked by"
+DEFAULT_LINES = 100
 
 VERBS = {
     "release": "build and release REF (default: the inventory's app_ref), host by host",
@@ -261,7 +262,13 @@ def build_parser() -> Parser:
     p = verb("logs")
     p.add_argument("-f", "--follow", action="store_true", help="keep following")
     p.add_argument("--since", help="journalctl --since (e.g. '10 min ago', 2026-12-02 10:00)")
-    p.add_argument("-n", "--lines", type=int, default=100, help="lines per host (default 100)")
+    p.add_argument(
+        "-n",
+        "--lines",
+        type=int,
+        default=None,
+        help="last lines per host (default 100; all with --since)",
+    )
     p.add_argument("--host", help="one web host (default: all)")
 
     verb("config")
@@ -322,7 +329,7 @@ def validate(args: argparse.Namespace) -> None:
         args.command = command
         if args.interactive and args.json:
             raise CliError("--json does not go with -i (a TTY)", "drop one of them", EXIT_USAGE)
-    if args.verb == "logs" and args.lines < 1:
+    if args.verb == "logs" and args.lines is not None and args.lines < 1:
         raise CliError("--lines must be at least 1", "e.g. -n 200", EXIT_USAGE)
     if args.verb == "config:set":
         args.assignments = vault.parse_assignments(args.assignments)
@@ -647,9 +654,12 @@ def do_run(ctx: Context) -> int:
 def journal_command(host: inventory.Host, args: argparse.Namespace) -> list[str]:
     """The remote journalctl of the app's units (both colors, sockets too)."""
     remote = ["sudo", "-n", "journalctl", "--no-pager", "-o", "short-iso", "-u", f"{host.app}@*"]
+    # journalctl's -n with --since counts from the start of the window: with --since, the
+    # whole window comes and the last --lines are kept here (merge_lines' caller).
     if args.since:
         remote += ["--since", args.since]
-    remote += ["-n", str(args.lines)]
+    else:
+        remote += ["-n", str(args.lines or DEFAULT_LINES)]
     if args.follow:
         remote.append("-f")
     return host.ssh(remote)
@@ -711,6 +721,8 @@ def do_logs(ctx: Context) -> int:
     except KeyboardInterrupt:
         for proc in procs.values():
             proc.terminate()
+    if ctx.args.since and ctx.args.lines:
+        collected = {h: ls[-ctx.args.lines :] for h, ls in collected.items()}
     for host, line in merge_lines(collected):
         show(host, line)
     failed = {}

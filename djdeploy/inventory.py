@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from djdeploy.ansible import parse_json_run
 from djdeploy.errors import EXIT_INVENTORY, CliError
 
 # Runs a command and returns (exit code, stdout, stderr); tests inject a fake.
@@ -130,9 +131,9 @@ def load(path: str, run: Runner) -> Inventory:
 def parse_host_facts(hosts: Sequence[str], output: str) -> dict[str, Host]:
     """The hosts from the JSON callback's output of the ad-hoc ``debug`` call."""
     try:
-        doc = json.loads(output)
+        doc = parse_json_run(output)
         results = doc["plays"][0]["tasks"][0]["hosts"]
-    except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise CliError(
             f"cannot read the hosts' connection settings: {exc}",
             "run the command again with ANSIBLE_DEBUG=1 to see what Ansible printed",

@@ -38,7 +38,11 @@ FACTS = {
 
 def adhoc_doc(facts: Mapping[str, Mapping[str, Any]]) -> str:
     hosts = {h: {"msg": json.dumps(f), "changed": False} for h, f in facts.items()}
-    return json.dumps({"plays": [{"tasks": [{"hosts": hosts, "task": {"name": "debug"}}]}]})
+    doc = {"plays": [{"tasks": [{"hosts": hosts, "task": {"name": "debug"}}]}]}
+    # The project's profile_tasks callback prints a line before the JSON document.
+    return "Wednesday 02 December 2026  11:38:20 +0000 (0:00:00.022) ****\n" + json.dumps(
+        doc, indent=4
+    )
 
 
 class FakeExecutor:
@@ -371,8 +375,10 @@ def test_journal_command() -> None:
     host = inventory.parse_host_facts(["web1"], adhoc_doc({"web1": FACTS}))["web1"]
     args = cli.build_parser().parse_args(["logs", "-f", "--since", "10 min ago", "-n", "5"])
     assert cli.journal_command(host, args)[-1] == (
-        "sudo -n journalctl --no-pager -o short-iso -u 'shop@*' --since '10 min ago' -n 5 -f"
+        "sudo -n journalctl --no-pager -o short-iso -u 'shop@*' --since '10 min ago' -f"
     )
+    args = cli.build_parser().parse_args(["logs"])
+    assert cli.journal_command(host, args)[-1].endswith("-u 'shop@*' -n 100")
 
 
 # --- The vault, with a real ansible-vault ------------------------------------------------

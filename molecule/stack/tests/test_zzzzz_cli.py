@@ -31,16 +31,20 @@ NAME = "demo.test"
 CERT = f"/etc/ssl/djdeploy/{APP}/fullchain.pem"
 # Appended to the demo app in a commit the tests release: the index page says the value of
 # DEMO_BANNER from the app's environment in a header.
-BANNER_VIEW = """
+BANNER_VIEW = """# cli-test banner
 import os as _os
 
-_plain_index = index
+
+def _with_banner(view):
+    def wrapped(request):
+        response = view(request)
+        response["X-Demo-Banner"] = _os.environ.get("DEMO_BANNER", "")
+        return response
+
+    return wrapped
 
 
-def index(request):
-    response = _plain_index(request)
-    response["X-Demo-Banner"] = _os.environ.get("DEMO_BANNER", "")
-    return response
+index = _with_banner(index)
 """
 
 
@@ -86,6 +90,7 @@ def test_releases_lists_the_live_release(host, web_host):
 def test_release_of_a_commit_by_its_sha(host):
     sha = commit_and_push(
         host,
+        "sed -i '/^# cli-test banner$/,$d' greetings/views.py && "
         f"echo {base64.b64encode(BANNER_VIEW.encode()).decode()} | base64 -d >> greetings/views.py",
         "banner header from the environment",
     )
@@ -140,8 +145,9 @@ def test_run_interactive_shell_through_a_pseudo_terminal():
                     break
                 seen += chunk
             if not sent and b">>> " in seen:
-                # The printed text appears only when the code runs (the echo shows the source).
-                os.write(main, b"print('pty-' + 'ok', 6 * 7)\n")
+                # The printed text appears only when the code runs (the echo shows the source);
+                # the shell's stdin is a terminal on the host (ssh -t), not a pipe.
+                os.write(main, b"import os; print('pty-' + 'ok', 6 * 7, os.isatty(0))\n")
                 os.write(main, b"exit()\n")
                 sent = True
             if proc.poll() is not None and not ready:
@@ -153,7 +159,7 @@ def test_run_interactive_shell_through_a_pseudo_terminal():
         os.close(main)
     text = seen.decode(errors="replace")
     assert sent, text[-2000:]
-    assert "pty-ok 42" in text, text[-2000:]
+    assert "pty-ok 42 True" in text, text[-2000:]
     assert code == 0, text[-2000:]
 
 
