@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 DISTRO ?= debian12
 
-.PHONY: help setup engine images lint unit docs test molecule demo demo-down bench clean
+.PHONY: help setup engine images lint lint-workflows unit docs test molecule demo demo-down bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,16 @@ lint: setup ## yamllint, ansible-lint (production profile), ruff, mypy
 	ruff check .
 	ruff format --check .
 	mypy
+
+# The project's workflows and the copyable deploy workflow for an app's repository.
+WORKFLOWS := $(wildcard .github/workflows/*.yml) docs/ci/github-deploy.yml
+
+$(VENV)/.installed-ci: requirements-ci.txt | $(VENV)/.installed
+	$(BIN)/python -m pip install -q -r requirements-ci.txt
+	touch $@
+
+lint-workflows: setup $(VENV)/.installed-ci ## actionlint over the GitHub workflows (installing it needs github.com)
+	actionlint $(WORKFLOWS)
 
 unit: setup ## pytest unit tests (no containers)
 	pytest tests/unit -q
