@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 DISTRO ?= debian12
 
-.PHONY: help setup engine images lint unit docs test molecule demo demo-down bench clean
+.PHONY: help setup engine images lint lint-workflows unit docs test molecule demo demo-down bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,7 +31,15 @@ $(VENV)/.installed: requirements-dev.txt
 	  || { echo "setup: a collection in requirements.yml is neither bundled with the pinned 'ansible' package nor reachable on Galaxy" >&2; exit 1; }
 	touch $@
 
-setup: $(VENV)/.installed .cache/collections.stamp ## Project venv with the pinned tools and the collections (idempotent)
+# The `djdeploy` command: a shim that runs this checkout's CLI (python -m djdeploy) with the
+# venv's interpreter, so nothing is built or fetched (no editable install, works offline).
+$(BIN)/djdeploy: Makefile | $(VENV)/.installed
+	@printf '%s\n' '#!/bin/sh' '# Written by make setup: the djdeploy CLI of $(CURDIR).' \
+	  'PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" exec "$(BIN)/python" -m djdeploy "$$@"' > $@.tmp
+	chmod 0755 $@.tmp
+	mv -f $@.tmp $@
+
+setup: $(VENV)/.installed .cache/collections.stamp $(BIN)/djdeploy ## Project venv with the pinned tools, the collections and the djdeploy command (idempotent)
 
 engine: ## Make sure a Docker engine answers (starts dockerd on Debian/Ubuntu as root)
 	$(BIN)/python -m tools.engine
@@ -45,6 +53,16 @@ lint: setup ## yamllint, ansible-lint (production profile), ruff, mypy
 	ruff check .
 	ruff format --check .
 	mypy
+
+# The project's workflows and the copyable deploy workflow for an app's repository.
+WORKFLOWS := $(wildcard .github/workflows/*.yml) docs/ci/github-deploy.yml
+
+$(VENV)/.installed-ci: requirements-ci.txt | $(VENV)/.installed
+	$(BIN)/python -m pip install -q -r requirements-ci.txt
+	touch $@
+
+lint-workflows: setup $(VENV)/.installed-ci ## actionlint over the GitHub workflows (installing it needs github.com)
+	actionlint $(WORKFLOWS)
 
 unit: setup ## pytest unit tests (no containers)
 	pytest tests/unit -q

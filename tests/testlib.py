@@ -178,3 +178,41 @@ def assert_serving(
         assert any(url.startswith("/static/site/brand.") for url in urls), urls
         for url in urls:
             assert https_get(host, name, url, cacert=cacert).status == 200, url
+
+
+# Migrations of the fixture app's greetings app that the migration safety tests release (stack
+# and cluster): a nullable field the live code ignores, then its removal, which the live code
+# still reads. {latest} is the migration each depends on.
+GREETINGS_MIGRATIONS = "greetings/migrations"
+
+ADD_NOTE = """from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [("greetings", "{latest}")]
+    operations = [
+        migrations.AddField("greeting", "note", models.CharField(max_length=100, null=True)),
+    ]
+"""
+
+REMOVE_NOTE = """from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = [("greetings", "{latest}")]
+    operations = [migrations.RemoveField("greeting", "note")]
+"""
+
+
+def new_migration(
+    source_host: Any, suffix: str, template: str, app: str = "demo"
+) -> tuple[str, str]:
+    """(migration name, shell command writing it into the app's source) for a greetings
+    migration after the newest one in /srv/git/src/<app> on source_host."""
+    listing = source_host.run(f"ls -1 /srv/git/src/{app}/{GREETINGS_MIGRATIONS}")
+    assert listing.rc == 0, listing.stderr
+    names = sorted(n[:-3] for n in listing.stdout.split() if n[:4].isdigit() and n.endswith(".py"))
+    latest = names[-1]
+    name = f"{int(latest[:4]) + 1:04d}_{suffix}"
+    text = template.replace("{latest}", latest)
+    return name, write_file(f"{GREETINGS_MIGRATIONS}/{name}.py", text)

@@ -82,7 +82,7 @@ def start_container(
         ]
     sh(
         "docker", "run", "-d", "--name", name, "--hostname", name,
-        "--cap-add", "SYS_ADMIN", "--cgroupns", "host",
+        "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--cgroupns", "host",
         "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
         "--stop-signal", "SIGRTMIN+3", *docker_args, image,
     )  # fmt: skip

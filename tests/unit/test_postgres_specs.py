@@ -61,7 +61,7 @@ def test_each_option_is_written_once() -> None:
     assert not [name for name, count in written.items() if count > 1]
 
 
-@pytest.mark.parametrize("entry", ["backup", "restore"])
+@pytest.mark.parametrize("entry", ["backup", "restore", "client"])
 def test_entry_point_lists_exactly_what_it_uses(entry: str) -> None:
     options = set(specs()[entry]["options"])
     assert used_by(f"{entry}.yml") == options

@@ -289,7 +289,8 @@ def test_a_process_that_does_not_start_reverts_to_the_old_release(tmp_path: Path
     msg = failed.value.msg
     assert msg.startswith(
         f"release: the process worker (app_processes; unit demo-worker@1.service) of {NEW}"
-        " did not start on web1 (state activating/auto-restart, 1 restart(s) within 3 s)."
+        " did not start on web1 (state activating/auto-restart, 1 restart(s) within 0.5 s of the"
+        " 3 s it must keep running)."
     )
     assert "Unknown command: 'nosuch'" in msg
     fake.broken = set()
@@ -399,3 +400,32 @@ def test_the_switch_moves_processes_after_the_public_check_and_reverts_on_failur
     assert upstream.read_text() == before
     assert (root / "current").readlink().name == OLD
     assert ["systemctl", "stop", "demo@green.service", "demo@green.socket"] in host.calls
+
+
+def test_the_settle_window_is_polled_and_ends_at_the_first_failure(tmp_path: Path) -> None:
+    fake = FakeSystemd(tmp_path / "etc/systemd/system")
+    procs = [lib.Process("worker", "celery worker", 1)]
+    slept: list[float] = []
+    healthy = workload(tmp_path, fake, procs)
+    healthy.sleep = slept.append
+    healthy.switch(healthy.s.app_root / "releases" / OLD)
+    # The whole window (3 s) in half-second looks, every look at every unit.
+    assert slept == [0.5] * 6
+    assert len(fake.verbs("show")) == 6
+
+    slept.clear()
+    looks = 0
+
+    def breaks_on_the_third_look(step: float) -> None:
+        nonlocal looks
+        slept.append(step)
+        looks += 1
+        if looks == 3:
+            fake.broken = {"worker"}
+
+    failing = workload(tmp_path, fake, procs)
+    failing.sleep = breaks_on_the_third_look
+    with pytest.raises(lib.UnitError) as failed:
+        failing.switch(failing.s.app_root / "releases" / NEW)
+    assert slept == [0.5] * 3
+    assert "restart(s) within 1.5 s of the 3 s it must keep running" in failed.value.msg

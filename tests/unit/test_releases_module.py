@@ -263,3 +263,16 @@ def test_rollback_refusals_name_the_reason_and_the_way_out(root: Path) -> None:
 
 def test_a_rollback_without_a_live_release_is_refused(tmp_path: Path) -> None:
     assert "no live release on web1" in refusal(tmp_path / "srv/none")
+
+
+def test_the_checked_rollback_target_is_returned_without_reading_it_again(root: Path) -> None:
+    cfg = rs.Config(app_root=root, host="web1", rollback=True)
+    checked = lib.rollback_target(
+        cfg, allow_migrations=True, manage="/usr/local/bin/demo-manage", runtime_user="demo"
+    )
+    # The module passes what the check read; read_state reads neither the record nor the links.
+    (root / "previous").unlink()
+    state = rs.read_state(cfg, checked)
+    assert (state["live"], state["target"]) == checked
+    assert state["target"]["id"] == R3
+    assert "no previous release is recorded" in refusal(root)

@@ -53,6 +53,8 @@ def test_the_live_color_warmed_itself_before_its_workers_forked(host, color):
     # request in the master; the workers then fork with the URLconf already imported.
     log = host.run(f"journalctl --no-pager -o cat -u {APP}@{color}.service").stdout
     assert "warm-up: GET /healthz answered ['200 OK']" in log
+    # Then it froze its objects (gc.freeze): the workers' collections leave those pages shared.
+    assert re.search(r"gc: froze [1-9][0-9]* objects of the master", log), log[-2000:]
 
 
 def test_live_instance_is_socket_activated_and_runs_as_runtime_user(host, color):

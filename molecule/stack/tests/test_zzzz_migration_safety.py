@@ -10,37 +10,25 @@ depends on the newest one in the repository, so the file does not care what ran 
 import json
 import re
 
+from testlib import (
+    ADD_NOTE,
+    REMOVE_NOTE,
+    commit_and_push,
+    https_get,
+    live_release,
+    new_migration,
+    run_playbook,
+)
 from testlib import assert_serving as serving
-from testlib import commit_and_push, https_get, live_release, run_playbook, write_file
 
 APP = "demo"
 NAME = "demo.test"
 CERT = f"/etc/ssl/djdeploy/{APP}/fullchain.pem"
-SOURCE = f"/srv/git/src/{APP}"
-MIGRATIONS = "greetings/migrations"
 LOCK = f"/run/djdeploy/locks/{APP}.lock"
 NOTE_COLUMN = (
     "SELECT count(*) FROM information_schema.columns"
     " WHERE table_name = 'greetings_greeting' AND column_name = 'note'"
 )
-
-ADD_NOTE = """from django.db import migrations, models
-
-
-class Migration(migrations.Migration):
-    dependencies = [("greetings", "{latest}")]
-    operations = [
-        migrations.AddField("greeting", "note", models.CharField(max_length=100, null=True)),
-    ]
-"""
-
-REMOVE_NOTE = """from django.db import migrations
-
-
-class Migration(migrations.Migration):
-    dependencies = [("greetings", "{latest}")]
-    operations = [migrations.RemoveField("greeting", "note")]
-"""
 
 # What the tests hand on to each other (they run in file order).
 state: dict[str, str] = {}
@@ -58,17 +46,6 @@ def psql(host, sql: str) -> str:
     result = host.run(f"runuser -u postgres -- psql -X -At -d {APP} -c {sql!r}")
     assert result.rc == 0, result.stderr
     return str(result.stdout.strip())
-
-
-def new_migration(host, suffix: str, template: str) -> tuple[str, str]:
-    """(migration name, shell command writing it) after the newest migration of greetings."""
-    listing = host.run(f"ls -1 {SOURCE}/{MIGRATIONS}")
-    assert listing.rc == 0, listing.stderr
-    names = sorted(n[:-3] for n in listing.stdout.split() if n[:4].isdigit() and n.endswith(".py"))
-    latest = names[-1]
-    name = f"{int(latest[:4]) + 1:04d}_{suffix}"
-    text = template.replace("{latest}", latest)
-    return name, write_file(f"{MIGRATIONS}/{name}.py", text)
 
 
 def migrations_record(host, release: str) -> list:

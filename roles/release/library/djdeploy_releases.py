@@ -182,22 +182,22 @@ if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
     from djdeploy_releases_lib import (
         Config,
         StateError,
+        live_and_target,
         read_applied,
         read_json_state,
         read_live,
         release_ids,
-        resolve_target,
         rollback_target,
     )
 else:  # Ansible ships the role's module_utils with its modules
     from ansible.module_utils.djdeploy_releases_lib import (
         Config,
         StateError,
+        live_and_target,
         read_applied,
         read_json_state,
         read_live,
         release_ids,
-        resolve_target,
         rollback_target,
     )
 
@@ -269,18 +269,18 @@ def release_line(item: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def read_state(cfg: Config) -> dict[str, Any]:
-    """Everything the module returns."""
-    live = read_live(cfg)
+def read_state(
+    cfg: Config, checked: tuple[dict[str, Any], dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Everything the module returns; checked: the live record and target rollback_target
+    already read."""
     target: dict[str, Any] = {}
-    if cfg.rollback:
-        if not live:
-            where = f" on {cfg.host}" if cfg.host else ""
-            raise StateError(
-                f"release: no live release{where} ({cfg.app_root}/current/{cfg.record} is"
-                " missing); nothing to roll back."
-            )
-        target = resolve_target(cfg, live)
+    if checked:
+        live, target = checked
+    elif cfg.rollback:
+        live, target = live_and_target(cfg)
+    else:
+        live = read_live(cfg)
     releases, lines = list_releases(cfg) if cfg.listing else ([], [])
     return {
         "changed": False,
@@ -321,14 +321,15 @@ def main() -> None:
         listing=p["list"],
     )
     try:
+        checked = None
         if p["rollback"] and p["check"]:
-            rollback_target(
+            checked = rollback_target(
                 cfg,
                 allow_migrations=p["allow_migrations"],
                 manage=p["manage"],
                 runtime_user=p["runtime_user"],
             )
-        module.exit_json(**read_state(cfg))
+        module.exit_json(**read_state(cfg, checked))
     except StateError as exc:
         module.fail_json(msg=exc.msg, refused=p["check"])
 

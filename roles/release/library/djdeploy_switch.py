@@ -199,9 +199,10 @@ options:
         elements: str
         default: []
       settle:
-        description: Seconds a started process must keep running to count as started.
+        description: Seconds a started process must keep running to count as started (looked
+          at every half second, so a process that fails sooner fails the check at once).
         type: float
-        default: 3
+        default: 5
   lock:
     description:
       - The run's deploy lock (the options of the djdeploy_lock module with
@@ -1102,7 +1103,7 @@ UNITS_OPTION_SPEC: dict[str, Any] = {
         "group": {"type": "str", "required": True},
         "manage": {"type": "str", "required": True},
         "read_write_paths": {"type": "list", "elements": "str", "default": []},
-        "settle": {"type": "float", "default": 3.0},
+        "settle": {"type": "float", "default": 5.0},
     },
 }
 

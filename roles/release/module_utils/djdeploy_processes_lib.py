@@ -60,6 +60,10 @@ DevicePolicy=closed
 """
 
 
+# Seconds between two looks at the started processes during the settle window.
+POLL = 0.5
+
+
 class UnitError(Exception):
     """A unit cannot be written or a process did not start; the message says which."""
 
@@ -102,7 +106,7 @@ class Settings:
     read_write_paths: list[str] = field(default_factory=list)
     unit_dir: Path = Path("/etc/systemd/system")
     # Seconds a started process must stay up (not failed, not restarted) to count as started.
-    settle: float = 3.0
+    settle: float = 5.0
 
 
 def env_value(value: str) -> str:
@@ -368,21 +372,35 @@ class Workload:
         return unit[len(self.s.app) + 1 :].partition("@")[0]
 
     def check_started(self, units: list[str], release: str, where: str) -> None:
+        """Each unit must stay active, never restarted, for settings.settle seconds.
+
+        Polled every POLL seconds, so a process that fails early fails the check at once
+        instead of at the end of the window; one that dies after the window is restarted by
+        systemd (Restart=on-failure) and shows in the journal, not here.
+        """
         if not units:
             return
-        self.sleep(self.s.settle)
-        for unit in units:
-            state = self.units.state(unit)
-            active = state.get("ActiveState", "unknown")
-            restarts = state.get("NRestarts", "0") or "0"
-            if active == "active" and restarts == "0":
-                continue
-            log = " | ".join(self.units.log(unit))
-            raise UnitError(
-                f"release: the process {self._process_of(unit)} (app_processes; unit {unit}) of"
-                f" {release} did not start{where} (state {active}/{state.get('SubState', '?')},"
-                f" {restarts} restart(s) within {self.s.settle:g} s). Last log lines: {log}"
-            )
+        waited = 0.0
+        while True:
+            step = min(POLL, self.s.settle - waited)
+            if step > 0:
+                self.sleep(step)
+                waited += step
+            for unit in units:
+                state = self.units.state(unit)
+                active = state.get("ActiveState", "unknown")
+                restarts = state.get("NRestarts", "0") or "0"
+                if active == "active" and restarts == "0":
+                    continue
+                log = " | ".join(self.units.log(unit))
+                raise UnitError(
+                    f"release: the process {self._process_of(unit)} (app_processes; unit {unit})"
+                    f" of {release} did not start{where} (state {active}/"
+                    f"{state.get('SubState', '?')}, {restarts} restart(s) within {waited:g} s of"
+                    f" the {self.s.settle:g} s it must keep running). Last log lines: {log}"
+                )
+            if waited >= self.s.settle:
+                return
 
     def switch(self, release_dir: Path, where: str = "") -> None:
         self._write_templates()

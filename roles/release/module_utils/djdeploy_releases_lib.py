@@ -169,10 +169,9 @@ def rollback_refusal(
     return ""
 
 
-def rollback_target(
-    cfg: Config, *, allow_migrations: bool, manage: str, runtime_user: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The live record and the rollback's target, or StateError naming why not."""
+def live_and_target(cfg: Config) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The live record and the rollback's target (not yet checked), or StateError when no
+    release is live."""
     live = read_live(cfg)
     if not live:
         where = f" on {cfg.host}" if cfg.host else ""
@@ -180,7 +179,14 @@ def rollback_target(
             f"release: no live release{where} ({cfg.app_root}/current/{cfg.record} is"
             " missing); nothing to roll back."
         )
-    target = resolve_target(cfg, live)
+    return live, resolve_target(cfg, live)
+
+
+def rollback_target(
+    cfg: Config, *, allow_migrations: bool, manage: str, runtime_user: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The live record and the rollback's target, or StateError naming why not."""
+    live, target = live_and_target(cfg)
     refusal = rollback_refusal(
         cfg,
         live,

@@ -1,0 +1,261 @@
+"""The djdeploy CLI against the stack host, over SSH as the deploy user, as an operator or CI
+would run it (python -m djdeploy with the scenario's inventory).
+
+Runs last (file order): config:set releases the live commit with a changed environment.
+"""
+
+import base64
+import json
+import os
+import pty
+import re
+import select
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from testlib import (
+    PROJECT,
+    commit_and_push,
+    https_get,
+    live_invocation,
+    live_release,
+)
+
+APP = "demo"
+NAME = "demo.test"
+CERT = f"/etc/ssl/djdeploy/{APP}/fullchain.pem"
+# Appended to the demo app in a commit the tests release: the index page says the value of
+# DEMO_BANNER from the app's environment in a header.
+BANNER_VIEW = """# cli-test banner
+import os as _os
+
+
+def _with_banner(view):
+    def wrapped(request):
+        response = view(request)
+        response["X-Demo-Banner"] = _os.environ.get("DEMO_BANNER", "")
+        return response
+
+    return wrapped
+
+
+index = _with_banner(index)
+"""
+
+
+def djdeploy(*args, inventory=None, timeout=900):
+    """Run the CLI; return the finished process (text output)."""
+    env = dict(os.environ, PYTHONPATH=str(PROJECT))
+    cmd = [sys.executable, "-m", "djdeploy", "--inventory"]
+    cmd += [inventory or os.environ["MOLECULE_INVENTORY_FILE"], *args]
+    return subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False, cwd="/"
+    )
+
+
+def as_json(proc):
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def banner(host):
+    return https_get(host, NAME, "/", cacert=CERT).headers.get("x-demo-banner")
+
+
+@pytest.fixture(scope="module")
+def web_host():
+    """The scenario's one web host, as the CLI names it."""
+    data = as_json(djdeploy("releases", "--json"))
+    (name,) = data["hosts"]
+    return name
+
+
+def test_releases_lists_the_live_release(host, web_host):
+    data = as_json(djdeploy("releases", "--json"))
+    live_id = live_release(host, APP).rsplit("/", 1)[-1]
+    assert data["live"] == {web_host: live_id}
+    listed = [r["id"] for r in data["hosts"][web_host]]
+    assert live_id in listed
+    text = djdeploy("releases")
+    assert text.returncode == 0, text.stderr[-3000:]
+    assert f"* {live_id}" in text.stdout
+    assert f"live: {web_host} {live_id}" in text.stdout
+
+
+def test_release_of_a_commit_by_its_sha(host):
+    sha = commit_and_push(
+        host,
+        "sed -i '/^# cli-test banner$/,$d' greetings/views.py && "
+        f"echo {base64.b64encode(BANNER_VIEW.encode()).decode()} | base64 -d >> greetings/views.py",
+        "banner header from the environment",
+    )
+    run = djdeploy("release", sha, "--json")
+    data = as_json(run)
+    assert data["report"]["summary"][0].startswith(f"release of {APP}: ")
+    assert live_release(host, APP).endswith(sha[:8])
+    assert banner(host) == ""
+
+
+def test_run_prints_from_the_live_release_as_the_runtime_user(host):
+    release = live_release(host, APP)
+    env_file = host.file(f"{release}/.djdeploy.env").content_string
+    version = re.search(r"^APP_VERSION=(.*)$", env_file, re.M).group(1).strip("'\"")
+    code = (
+        "import os, getpass; from django.conf import settings; "
+        "print('cli', getpass.getuser(), settings.APP_VERSION, os.environ['DJDEPLOY_RELEASE_DIR'])"
+    )
+    run = djdeploy("run", "--", "shell", "-c", code)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"cli {APP} {version} /srv/{APP}/current" in run.stdout
+
+
+def test_run_returns_the_commands_exit_code(host):
+    run = djdeploy("run", "--", "shell", "-c", "import sys; print('bye'); sys.exit(7)")
+    assert run.returncode == 7, run.stdout + run.stderr[-3000:]
+    assert "bye" in run.stdout
+    run = djdeploy("run", "--", "no_such_command")
+    assert run.returncode == 1
+    assert "Unknown command: 'no_such_command'" in run.stderr
+
+
+def test_run_interactive_shell_through_a_pseudo_terminal():
+    env = dict(os.environ, PYTHONPATH=str(PROJECT), TERM="dumb")
+    cmd = [sys.executable, "-m", "djdeploy", "--inventory", os.environ["MOLECULE_INVENTORY_FILE"]]
+    cmd += ["run", "-i", "--", "shell", "--no-startup"]
+    main, tty = pty.openpty()
+    proc = subprocess.Popen(cmd, env=env, stdin=tty, stdout=tty, stderr=tty, cwd="/")
+    os.close(tty)
+    seen = b""
+    sent = False
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([main], [], [], 1)
+            if ready:
+                try:
+                    chunk = os.read(main, 4096)
+                except OSError:  # the terminal closed: the session ended
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            if not sent and b">>> " in seen:
+                # The printed text appears only when the code runs (the echo shows the source);
+                # the shell's stdin is a terminal on the host (ssh -t), not a pipe.
+                os.write(main, b"import os; print('pty-' + 'ok', 6 * 7, os.isatty(0))\n")
+                os.write(main, b"exit()\n")
+                sent = True
+            if proc.poll() is not None and not ready:
+                break
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(main)
+    text = seen.decode(errors="replace")
+    assert sent, text[-2000:]
+    assert "pty-ok 42 True" in text, text[-2000:]
+    assert code == 0, text[-2000:]
+
+
+def test_logs_show_a_line_the_app_just_wrote(host, web_host):
+    marker = f"cli-probe-{uuid.uuid4().hex[:12]}"
+    assert https_get(host, NAME, f"/{marker}", cacert=CERT).status == 404
+    lines = []
+    for _ in range(10):  # journald may take a moment to have the line
+        run = djdeploy("logs", "-n", "200", "--since", "5 min ago")
+        assert run.returncode == 0, run.stderr[-3000:]
+        lines = [line for line in run.stdout.splitlines() if marker in line]
+        if lines:
+            break
+        time.sleep(1)
+    assert lines, run.stdout[-3000:]
+    assert all(line.startswith(f"{web_host} | ") for line in lines), lines
+    data = [json.loads(x) for x in djdeploy("logs", "--json", "-n", "200").stdout.splitlines()]
+    assert any(marker in d["line"] and d["host"] == web_host for d in data)
+
+
+def test_lock_shows_a_held_lock_refuses_a_release_and_breaks_it(host, web_host):
+    assert as_json(djdeploy("lock", "--json"))["hosts"][web_host]["held"] is False
+    owner = '{"who": "bob", "since": "2026-01-01T00:00:00Z", "action": "release", "run": "y"}'
+    lock = f"/run/djdeploy/locks/{APP}.lock"
+    held = host.run(f"install -d -m 0700 /run/djdeploy/locks && echo '{owner}' > {lock}")
+    assert held.rc == 0
+    shown = djdeploy("lock")
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert f"{web_host}: held by bob since 2026-01-01T00:00:00Z (release y)" in shown.stdout
+    refused = djdeploy("restart")
+    assert refused.returncode == 4, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert "djdeploy lock --break" in refused.stderr
+    assert host.file(lock).exists
+    broken = djdeploy("lock", "--break")
+    assert broken.returncode == 0, broken.stderr[-3000:]
+    assert "; broken now" in broken.stdout
+    assert not host.file(lock).exists
+
+
+def test_restart_switches_colors_on_the_same_release(host):
+    release = live_release(host, APP)
+    color = host.file(f"/srv/{APP}/live-color").content_string.strip()
+    invocation = live_invocation(host, APP)
+    run = djdeploy("restart")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert live_release(host, APP) == release
+    assert host.file(f"/srv/{APP}/live-color").content_string.strip() != color
+    assert live_invocation(host, APP) != invocation
+    assert "djdeploy restart: done" in run.stdout
+    assert https_get(host, NAME, "/", cacert=CERT).status == 200
+
+
+def test_backup_writes_a_dump(host):
+    files = as_json(djdeploy("backup", "--json"))["files"]
+    (path,) = files.values()
+    assert re.fullmatch(rf"/var/backups/djdeploy/{APP}/\d{{8}}T\d{{6}}Z-manual\.dump", path), path
+    assert host.file(path).exists
+    assert host.file(path).user == "postgres"
+
+
+@pytest.fixture
+def vaulted_inventory(tmp_path):
+    """A copy of the scenario's inventory (no links back into the repository) and a vault
+    password file; its vault.yml does not exist yet: config:set creates it."""
+    source = Path(os.environ["MOLECULE_INVENTORY_FILE"])
+    target = tmp_path / "inventory"
+    shutil.copytree(source.parent, target, symlinks=False)
+    password = tmp_path / "vault-pass"
+    password.write_text(f"{uuid.uuid4().hex}\n")
+    return target / source.name, password
+
+
+def test_config_set_changes_what_the_app_sees_and_the_vault_stays_encrypted(
+    host, vaulted_inventory
+):
+    inventory, password = vaulted_inventory
+    vault = inventory.parent / "group_vars" / "all" / "vault.yml"
+    release = live_release(host, APP)
+    color = host.file(f"/srv/{APP}/live-color").content_string.strip()
+    value = f"hello-{uuid.uuid4().hex[:8]}"
+
+    def cli(*args):
+        return djdeploy(*args, "--vault-password-file", str(password), inventory=str(inventory))
+
+    run = cli("config:set", f"DEMO_BANNER={value}")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert vault.read_text().startswith("$ANSIBLE_VAULT;1.1;AES256")
+    assert value not in vault.read_text()
+    assert banner(host) == value
+    # The same release, on the other color: a same-release switch, no build.
+    assert live_release(host, APP) == release
+    assert host.file(f"/srv/{APP}/live-color").content_string.strip() != color
+    assert as_json(cli("config", "--json"))["config"] == {"DEMO_BANNER": value}
+
+    run = cli("config:unset", "DEMO_BANNER")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert vault.read_text().startswith("$ANSIBLE_VAULT;")
+    assert banner(host) == ""
+    assert live_release(host, APP) == release
