@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NoReturn, Protocol
 
+import yaml
+
 from djdeploy import PROJECT, ansible, inventory, vault
 from djdeploy.errors import (
     EXIT_CODES,
@@ -51,6 +53,8 @@ VERBS = {
     "config": "show the settings kept in the inventory's vault (app_config)",
     "config:set": "set KEY=VALUE settings in the vault, then apply them (same-release switch)",
     "config:unset": "remove settings from the vault, then apply",
+    "ps": "what runs on each web host: release, colors, health, processes, timers",
+    "scale": "set PROCESS=N instances per host in the inventory, then apply (no build)",
     "lock": "show the deploy lock on each web host (--break: remove it)",
     "backup": "dump the database now on the db host",
     "restore": "restore the database from a dump (--confirm DATABASE)",
@@ -250,6 +254,10 @@ def build_parser() -> Parser:
     p.add_argument("--break-lock", action="store_true", help="break a lock left by a dead run")
 
     verb("releases")
+    verb("ps")
+    p = verb("scale")
+    p.add_argument("counts", nargs="+", metavar="PROCESS=N", help="instances per host (0: stop)")
+    p.add_argument("--no-apply", action="store_true", help="only edit the inventory")
 
     p = verb("restart")
     p.add_argument("--break-lock", action="store_true", help="break a lock left by a dead run")
@@ -270,6 +278,11 @@ def build_parser() -> Parser:
         help="last lines per host (default 100; all with --since)",
     )
     p.add_argument("--host", help="one web host (default: all)")
+    p.add_argument(
+        "-p",
+        "--process",
+        help="web, a process of app_processes or a schedule of app_schedules (default: all)",
+    )
 
     verb("config")
     p = verb("config:set")
@@ -333,6 +346,8 @@ def validate(args: argparse.Namespace) -> None:
         raise CliError("--lines must be at least 1", "e.g. -n 200", EXIT_USAGE)
     if args.verb == "config:set":
         args.assignments = vault.parse_assignments(args.assignments)
+    if args.verb == "scale":
+        args.counts = parse_counts(args.counts)
     if args.verb == "config:unset":
         args.keys = [vault.check_key(k) for k in args.keys]
     if args.verb == "restore" and args.backup is not None and not DUMP.fullmatch(args.backup):
@@ -467,6 +482,30 @@ def do_releases(ctx: Context) -> int:
         },
         text,
     )
+    return EXIT_OK
+
+
+def do_ps(ctx: Context) -> int:
+    """`ps`."""
+    doc = read_run(ctx, "ps.yml", {})
+    results = ansible.task_results(doc, "Ps | Read what")
+    keys = ("release", "commit", "live_color", "health", "web", "processes", "timers")
+    hosts = {h: {k: r.get(k) for k in keys} for h, r in results.items()}
+    text: list[str] = []
+    for host, result in sorted(results.items()):
+        text.append(f"{host}:")
+        text += [f"  {line}" for line in result.get("lines") or []]
+    down = [
+        h
+        for h, r in hosts.items()
+        if r["health"] != "200"
+        or any(not str(p.get("state", "")).startswith("active") for p in r["processes"] or [])
+    ]
+    text.append(
+        f"{len(hosts)} host(s)"
+        + (f"; not healthy or a process down on: {', '.join(sorted(down))}" if down else ", all up")
+    )
+    ctx.emit({"verb": "ps", "ok": True, "hosts": hosts, "down": sorted(down)}, text)
     return EXIT_OK
 
 
@@ -617,6 +656,97 @@ def do_config_unset(ctx: Context) -> int:
     return change_config(ctx, lambda config: {k: v for k, v in config.items() if k not in keys})
 
 
+# --- Scale -------------------------------------------------------------------------------
+
+PROCESS_NAME = re.compile(r"[a-z][a-z0-9_-]{0,30}")
+SCALE_FILE = "scale.yml"
+
+
+def parse_counts(items: Sequence[str]) -> dict[str, int]:
+    """PROCESS=N arguments (EXIT_USAGE on a malformed one)."""
+    counts: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not PROCESS_NAME.fullmatch(name) or not value.isdigit():
+            raise CliError(
+                f"{item!r} is not PROCESS=N",
+                "e.g. djdeploy scale worker=3 (a process of app_processes, N >= 0)",
+                EXIT_USAGE,
+            )
+        if name == "web":
+            raise CliError(
+                "web is scaled with gunicorn_workers (the gunicorn role), not scale",
+                "scale a process of app_processes",
+                EXIT_USAGE,
+            )
+        counts[name] = int(value)
+    return counts
+
+
+def scale_path(inventory_path: str) -> Path:
+    """The inventory's scale file (after main.yml in group_vars/all/, so it wins)."""
+    return vault.vault_path(inventory_path).with_name(SCALE_FILE)
+
+
+def do_scale(ctx: Context) -> int:
+    """`scale PROCESS=N...`: app_scale in the inventory, then a release of the live commit
+    (each host starts or stops instances; nothing is built, web does not switch)."""
+    counts: dict[str, int] = ctx.args.counts
+    name = ctx.groups().web_host(None)
+    host = ctx.hosts([name])[name]
+    for process, count in counts.items():
+        if process not in host.processes:
+            raise CliError(
+                f"scale: {process!r} is not a process of the app",
+                f"pick one of app_processes: {', '.join(host.processes) or '(none defined)'}",
+                EXIT_USAGE,
+            )
+        if process in host.singletons and count > 1:
+            raise CliError(
+                f"scale: {process} is a singleton (one instance across all hosts)",
+                f"scale it to 0 or 1 (got {count})",
+                EXIT_USAGE,
+            )
+    path = scale_path(ctx.inventory_path)
+    try:
+        current = yaml.safe_load(path.read_text()) if path.exists() else {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise CliError(
+            f"cannot read {path}: {exc}", "fix or remove the file", EXIT_INVENTORY
+        ) from exc
+    if not isinstance(current, dict) or not isinstance(current.get("app_scale", {}), dict):
+        raise CliError(f"{path} has no app_scale mapping", "fix or remove the file", EXIT_INVENTORY)
+    before = dict(current.get("app_scale") or {})
+    after = {**before, **counts}
+    changed = sorted(p for p in after if before.get(p) != after[p])
+    if changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = yaml.safe_dump({"app_scale": dict(sorted(after.items()))}, sort_keys=True)
+        tmp = path.with_name(f".{path.name}.djdeploy-{os.getpid()}")
+        tmp.write_text(
+            "---\n# Written by `djdeploy scale`: instances per host of app_processes (they win\n"
+            "# over app_processes' instances; 0 stops a process).\n" + body
+        )
+        tmp.replace(path)
+    data: dict[str, Any] = {"verb": "scale", "ok": True, "scale": after, "changed": changed}
+    text = [
+        f"{path}: "
+        + (
+            ", ".join(f"{p}={after[p]} (was {before.get(p, 'default')})" for p in changed)
+            or "nothing"
+        )
+        + " changed"
+    ]
+    if changed and not ctx.args.no_apply:
+        report = run_playbook(ctx, "release.yml", {"app_ref": live_commit(ctx)}, report=True)
+        data["report"] = report
+        text += ["", "djdeploy scale: applied", *report.get("summary", [])]
+    elif changed:
+        text.append("not applied (--no-apply): apply with djdeploy release")
+    ctx.emit(data, text)
+    return EXIT_OK
+
+
 # --- Remote commands ---------------------------------------------------------------------
 
 
@@ -651,9 +781,32 @@ def do_run(ctx: Context) -> int:
     return rc
 
 
+def journal_units(host: inventory.Host, process: str | None) -> list[str]:
+    """journalctl -u arguments: the web units (both colors, sockets too), a process's
+    instances, a schedule's runs; all of them without ``process``."""
+    web = ["-u", f"{host.app}@*"]
+    procs = {p: ["-u", f"{host.app}-{p}@*"] for p in host.processes}
+    scheds = {s: ["-u", f"{host.app}-{s}.service"] for s in host.schedules}
+    if process is None:
+        return web + [a for args in (*procs.values(), *scheds.values()) for a in args]
+    if process == "web":
+        return web
+    if process in procs:
+        return procs[process]
+    if process in scheds:
+        return scheds[process]
+    known = ["web", *host.processes, *host.schedules]
+    raise CliError(
+        f"logs: {process!r} is not a process of the app on {host.name}",
+        f"pick one of: {', '.join(known)} (app_processes, app_schedules)",
+        EXIT_USAGE,
+    )
+
+
 def journal_command(host: inventory.Host, args: argparse.Namespace) -> list[str]:
-    """The remote journalctl of the app's units (both colors, sockets too)."""
-    remote = ["sudo", "-n", "journalctl", "--no-pager", "-o", "short-iso", "-u", f"{host.app}@*"]
+    """The remote journalctl of the app's units (-p: one process's)."""
+    units = journal_units(host, getattr(args, "process", None))
+    remote = ["sudo", "-n", "journalctl", "--no-pager", "-o", "short-iso", *units]
     # journalctl's -n with --since counts from the start of the window: with --since, the
     # whole window comes and the last --lines are kept here (merge_lines' caller).
     if args.since:
@@ -684,9 +837,8 @@ def do_logs(ctx: Context) -> int:
     if not names:
         inv.web_host(None)
     hosts = ctx.hosts(names)
-    procs = {
-        name: ctx.executor.spawn(journal_command(hosts[name], ctx.args), ctx.env) for name in names
-    }
+    commands = {name: journal_command(hosts[name], ctx.args) for name in names}
+    procs = {name: ctx.executor.spawn(commands[name], ctx.env) for name in names}
     width = max(len(n) for n in names)
 
     def show(host: str, line: str) -> None:
@@ -755,6 +907,8 @@ HANDLERS: dict[str, Callable[[Context], int]] = {
     "config": do_config,
     "config:set": do_config_set,
     "config:unset": do_config_unset,
+    "ps": do_ps,
+    "scale": do_scale,
     "lock": do_lock,
     "backup": do_backup,
     "restore": do_restore,

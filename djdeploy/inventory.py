@@ -31,7 +31,13 @@ HOST_FACTS = (
     "'extra_args': ansible_ssh_extra_args | default(''), "
     "'app': app_name, "
     "'runtime_user': release_runtime_user | default(app_name), "
-    "'deploy_user': app_deploy_user | default('deploy')"
+    "'deploy_user': app_deploy_user | default('deploy'), "
+    "'processes': (app_processes | default({}) or {}) | list, "
+    "'singletons': (app_processes | default({}) or {}) | dict2items"
+    " | selectattr('value.singleton', 'defined') | selectattr('value.singleton')"
+    " | map(attribute='key') | list, "
+    "'scale': app_scale | default({}) or {}, "
+    "'schedules': (app_schedules | default({}) or {}) | list"
     "} | to_json }}"
 )
 
@@ -75,6 +81,11 @@ class Host:
     ssh_args: tuple[str, ...]
     app: str
     runtime_user: str
+    # The names of the app's processes besides web and of its schedules (app_processes,
+    # app_schedules): their units are <app>-<name>@<n>.service and <app>-<name>.service.
+    processes: tuple[str, ...] = ()
+    schedules: tuple[str, ...] = ()
+    singletons: tuple[str, ...] = ()
 
     def ssh(self, remote: Sequence[str], *, tty: bool = False) -> list[str]:
         """The ssh command line that runs ``remote`` (argv, quoted for the remote shell)."""
@@ -167,6 +178,9 @@ def parse_host_facts(hosts: Sequence[str], output: str) -> dict[str, Host]:
             ssh_args=tuple(args),
             app=str(facts["app"]),
             runtime_user=str(facts["runtime_user"]),
+            processes=tuple(str(n) for n in facts.get("processes") or []),
+            schedules=tuple(str(n) for n in facts.get("schedules") or []),
+            singletons=tuple(str(n) for n in facts.get("singletons") or []),
         )
     return found
 

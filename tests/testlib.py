@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,3 +217,21 @@ def new_migration(
     name = f"{int(latest[:4]) + 1:04d}_{suffix}"
     text = template.replace("{latest}", latest)
     return name, write_file(f"{GREETINGS_MIGRATIONS}/{name}.py", text)
+
+
+def djdeploy(*args: str, inventory: str | None = None, timeout: int = 900) -> Any:
+    """Run the djdeploy CLI as an operator would (the scenario's inventory by default)."""
+    env = dict(os.environ, PYTHONPATH=str(PROJECT))
+    cmd = [sys.executable, "-m", "djdeploy", "--inventory"]
+    cmd += [inventory or os.environ["MOLECULE_INVENTORY_FILE"], *args]
+    return subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False, cwd="/"
+    )
+
+
+def copied_inventory(target: Path) -> str:
+    """A copy of the scenario's inventory (no links back into the repository): verbs that
+    write the inventory (config:set, scale) change the copy only."""
+    source = Path(os.environ["MOLECULE_INVENTORY_FILE"])
+    shutil.copytree(source.parent, target, symlinks=False)
+    return str(target / source.name)

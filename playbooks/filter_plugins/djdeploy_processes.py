@@ -10,6 +10,8 @@ there) and each schedule with whether its timer lives there. The release switch
   runs once, on the first host of its group in inventory order, so exactly one instance exists
   across all hosts.
 - A schedule runs on one host: the first web host.
+- app_scale (`djdeploy scale worker=3`, written to the inventory's group_vars/all/scale.yml)
+  overrides a process's instances per host: 0 stops it everywhere, a singleton takes 0 or 1.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ PROCESS_KEYS = {"command", "instances", "group", "stop_timeout", "singleton"}
 SCHEDULE_KEYS = {"command", "on_calendar", "randomized_delay"}
 # Processes run where the release switches: on the web hosts.
 WEB = "web"
+SCALE = "app_scale"
 
 
 def _fail(variable: str, message: str) -> ValueError:
@@ -70,17 +73,41 @@ def _entries(variable: str, value: Any, keys: set[str]) -> list[tuple[str, dict[
     return entries
 
 
+def _scale(value: Any, names: dict[str, bool]) -> dict[str, int]:
+    """app_scale checked against the processes (names: process -> singleton)."""
+    if value is None or value == {}:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(SCALE, f"must be a mapping of process names to instances (got {value!r})")
+    for name, count in value.items():
+        if name not in names:
+            known = ", ".join(sorted(names)) or "none"
+            raise _fail(SCALE, f"{name!r} is not a process of app_processes (known: {known})")
+        _int(SCALE, count, name, "instances", 0, 0)
+        if names[name] and count > 1:
+            raise _fail(
+                SCALE,
+                f"{name} is a singleton (exactly one instance across all hosts):"
+                f" it scales to 0 or 1 (got {count})",
+            )
+    return dict(value)
+
+
 def djdeploy_host_processes(
     app_processes: Any,
     groups: dict[str, list[str]],
     host: str,
     variable: str = "app_processes",
+    scale: Any = None,
 ) -> list[dict[str, Any]]:
     """The processes `host` runs: name, command, instances (0: none here), stop_timeout,
-    group, singleton. Raises ValueError naming the variable on bad input."""
+    group, singleton; `scale` (app_scale) overrides instances. Raises ValueError naming the
+    variable on bad input."""
     web = list(groups.get(WEB) or [])
     result = []
-    for name, entry in _entries(variable, app_processes, PROCESS_KEYS):
+    entries = _entries(variable, app_processes, PROCESS_KEYS)
+    scaled = _scale(scale, {name: entry.get("singleton") is True for name, entry in entries})
+    for name, entry in entries:
         if name == "web":
             raise _fail(variable, "the name web is the web process itself (gunicorn); pick another")
         command = _command(variable, entry, name)
@@ -108,8 +135,10 @@ def djdeploy_host_processes(
                 f"{name}.group {group!r} has hosts outside the {WEB} group"
                 f" ({', '.join(outside)}): processes run on web hosts (where releases are built)",
             )
+        instances = scaled.get(name, instances)
         # A singleton runs on the group's first host only.
-        here = (1 if host == hosts[0] else 0) if singleton else (instances if host in hosts else 0)
+        here = (instances if host == hosts[0] else 0) if singleton else instances
+        here = here if host in hosts else 0
         result.append(
             {
                 "name": name,

@@ -118,6 +118,10 @@ def invoke(
         (["restore", "--confirm", "shop", "../etc/passwd"], "is not a dump file name"),
         (["restore"], "the following arguments are required: --confirm"),
         (["logs", "-n", "0"], "--lines must be at least 1"),
+        (["scale", "worker"], "'worker' is not PROCESS=N"),
+        (["scale", "worker=-1"], "'worker=-1' is not PROCESS=N"),
+        (["scale", "Worker=2"], "is not PROCESS=N"),
+        (["scale", "web=4"], "web is scaled with gunicorn_workers"),
     ],
 )
 def test_bad_input_fails_before_anything_runs(
@@ -381,6 +385,48 @@ def test_journal_command() -> None:
     assert cli.journal_command(host, args)[-1].endswith("-u 'shop@*' -n 100")
 
 
+def test_logs_of_one_process_or_all_of_them() -> None:
+    facts = {**FACTS, "processes": ["worker", "beat"], "schedules": ["sendalerts"]}
+    host = inventory.parse_host_facts(["web1"], adhoc_doc({"web1": facts}))["web1"]
+
+    def units(*argv: str) -> str:
+        args = cli.build_parser().parse_args(["logs", *argv])
+        remote = cli.journal_command(host, args)[-1]
+        return remote.split(" -o short-iso ", 1)[1].rsplit(" -n ", 1)[0]
+
+    assert units() == ("-u 'shop@*' -u 'shop-worker@*' -u 'shop-beat@*' -u shop-sendalerts.service")
+    assert units("-p", "web") == "-u 'shop@*'"
+    assert units("-p", "worker") == "-u 'shop-worker@*'"
+    assert units("--process", "sendalerts") == "-u shop-sendalerts.service"
+    with pytest.raises(CliError) as refused:
+        units("-p", "celery")
+    assert refused.value.code == EXIT_USAGE
+    assert "pick one of: web, worker, beat, sendalerts" in str(refused.value.fix)
+
+
+def test_ps_shows_each_host_and_flags_what_is_down() -> None:
+    fake = FakeExecutor()
+    up = {
+        "release": "R2",
+        "health": "200",
+        "processes": [{"unit": "shop-worker@1.service", "state": "active/running"}],
+        "lines": ["release R2, live color blue, health 200", "  shop-worker@1.service: active"],
+    }
+    down = {**up, "processes": [{"unit": "shop-worker@1.service", "state": "failed/failed"}]}
+    task = {"task": {"name": "release : Ps | Read what shop runs"}, "hosts": {"web1": up}}
+    fake.docs["ps.yml"] = json.dumps({"plays": [{"tasks": [task]}]})
+    code, out, _, _ = invoke(["ps"], fake)
+    assert code == 0
+    assert "web1:\n  release R2, live color blue, health 200\n" in out
+    assert out.rstrip().endswith("1 host(s), all up")
+    task["hosts"] = {"web1": up, "web2": down}
+    fake.docs["ps.yml"] = json.dumps({"plays": [{"tasks": [task]}]})
+    code, out, _, _ = invoke(["ps", "--json"], fake)
+    data = json.loads(out)
+    assert data["down"] == ["web2"]
+    assert data["hosts"]["web1"]["release"] == "R2"
+
+
 # --- The vault, with a real ansible-vault ------------------------------------------------
 
 VAULT_TEXT = """---
@@ -473,3 +519,59 @@ def test_replace_block_appends_when_missing() -> None:
         "a: 1\napp_config:\n  A: '1'\n  B: '2'\n"
     )
     assert vault.replace_block("", "app_config", {}) == "---\napp_config: {}\n"
+
+
+class ScaleExecutor(FakeExecutor):
+    """The ad-hoc facts of an app with a worker and a singleton beat."""
+
+    def capture(
+        self, argv: Sequence[str], env: Mapping[str, str], stdin: str | None = None
+    ) -> tuple[int, str, str]:
+        if argv[0] == "ansible":
+            self.calls.append(list(argv))
+            facts = {**FACTS, "processes": ["beat", "worker"], "singletons": ["beat"]}
+            return 0, adhoc_doc({n: facts for n in argv[1].split(",")}), ""
+        return super().capture(argv, env, stdin)
+
+
+def test_scale_writes_the_inventory_then_applies_with_a_release_of_the_live_commit(
+    tmp_path: Path,
+) -> None:
+    inv = tmp_path / "prod"
+    (inv / "group_vars" / "all").mkdir(parents=True)
+    fake = ScaleExecutor()
+    rel = {"id": "R1", "live": True, "record": {"commit": "c0ffee"}}
+    fake.docs["releases.yml"] = releases_doc({"web1": [rel]})
+    code, out, _, _ = invoke(["-i", str(inv), "scale", "worker=3", "beat=0"], fake)
+    assert code == 0, out
+    scale = inv / "group_vars" / "all" / "scale.yml"
+    assert yaml.safe_load(scale.read_text()) == {"app_scale": {"beat": 0, "worker": 3}}
+    assert "beat=0 (was default), worker=3 (was default) changed" in out
+    release = [c for c in fake.calls if c[0] == "ansible-playbook" and "release.yml" in c[3]]
+    assert len(release) == 1
+    assert json.loads(release[0][5])["app_ref"] == "c0ffee"
+
+    fake.calls.clear()
+    code, out, _, _ = invoke(["-i", str(inv), "scale", "worker=3"], fake)
+    assert code == 0
+    assert "nothing changed" in out
+    assert not [c for c in fake.calls if c[0] == "ansible-playbook"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["scale", "celery=2"], "'celery' is not a process of the app"),
+        (["scale", "beat=2"], "beat is a singleton"),
+    ],
+)
+def test_scale_refuses_what_the_inventory_does_not_allow(
+    tmp_path: Path, argv: list[str], message: str
+) -> None:
+    inv = tmp_path / "prod"
+    (inv / "group_vars" / "all").mkdir(parents=True)
+    code, _, err, fake = invoke(["-i", str(inv), *argv], ScaleExecutor())
+    assert code == EXIT_USAGE
+    assert message in err
+    assert not (inv / "group_vars" / "all" / "scale.yml").exists()
+    assert not [c for c in fake.calls if c[0] == "ansible-playbook"]

@@ -84,6 +84,39 @@ def test_bad_processes_fail_naming_the_variable(procs: Any, message: str) -> Non
     assert message in str(failed.value)
 
 
+def test_app_scale_overrides_instances() -> None:
+    procs = {
+        "worker": {"command": "celery -A proj worker", "instances": 2},
+        "beat": {"command": "celery -A proj beat", "singleton": True},
+        "mailer": {"command": "python manage.py mailer", "group": "worker"},
+    }
+
+    def counts(host: str, scale: Any) -> dict[str, int]:
+        found = flt.djdeploy_host_processes(procs, GROUPS, host, scale=scale)
+        return {p["name"]: p["instances"] for p in found}
+
+    assert counts("web1", {"worker": 5, "beat": 0}) == {"beat": 0, "mailer": 0, "worker": 5}
+    assert counts("web2", {"worker": 5, "mailer": 3}) == {"beat": 0, "mailer": 3, "worker": 5}
+    assert counts("web1", {}) == counts("web1", None) == {"beat": 1, "mailer": 0, "worker": 2}
+
+
+@pytest.mark.parametrize(
+    ("scale", "message"),
+    [
+        ({"beat": 2}, "app_scale: beat is a singleton (exactly one instance across all hosts):"),
+        ({"celery": 1}, "app_scale: 'celery' is not a process of app_processes (known: beat, w)"),
+        ({"w": -1}, "app_scale: w.instances must be a whole number >= 0"),
+        ({"w": "3"}, "app_scale: w.instances must be a whole number >= 0"),
+        ([1], "app_scale: must be a mapping of process names to instances"),
+    ],
+)
+def test_bad_scale_fails_naming_app_scale(scale: Any, message: str) -> None:
+    procs = {"w": {"command": "x"}, "beat": {"command": "y", "singleton": True}}
+    with pytest.raises(ValueError) as failed:
+        flt.djdeploy_host_processes(procs, GROUPS, "web1", scale=scale)
+    assert message in str(failed.value)
+
+
 def test_schedules_run_on_the_first_web_host() -> None:
     scheds = {"tick": {"command": "python manage.py tick", "on_calendar": " *:0/5 "}}
     (first,) = flt.djdeploy_host_schedules(scheds, GROUPS, "web1")

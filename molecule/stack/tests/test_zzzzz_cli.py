@@ -10,7 +10,6 @@ import os
 import pty
 import re
 import select
-import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ import pytest
 from testlib import (
     PROJECT,
     commit_and_push,
+    copied_inventory,
+    djdeploy,
     https_get,
     live_invocation,
     live_release,
@@ -46,16 +47,6 @@ def _with_banner(view):
 
 index = _with_banner(index)
 """
-
-
-def djdeploy(*args, inventory=None, timeout=900):
-    """Run the CLI; return the finished process (text output)."""
-    env = dict(os.environ, PYTHONPATH=str(PROJECT))
-    cmd = [sys.executable, "-m", "djdeploy", "--inventory"]
-    cmd += [inventory or os.environ["MOLECULE_INVENTORY_FILE"], *args]
-    return subprocess.run(
-        cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False, cwd="/"
-    )
 
 
 def as_json(proc):
@@ -224,12 +215,10 @@ def test_backup_writes_a_dump(host):
 def vaulted_inventory(tmp_path):
     """A copy of the scenario's inventory (no links back into the repository) and a vault
     password file; its vault.yml does not exist yet: config:set creates it."""
-    source = Path(os.environ["MOLECULE_INVENTORY_FILE"])
-    target = tmp_path / "inventory"
-    shutil.copytree(source.parent, target, symlinks=False)
+    inventory = Path(copied_inventory(tmp_path / "inventory"))
     password = tmp_path / "vault-pass"
     password.write_text(f"{uuid.uuid4().hex}\n")
-    return target / source.name, password
+    return inventory, password
 
 
 def test_config_set_changes_what_the_app_sees_and_the_vault_stays_encrypted(

@@ -12,7 +12,14 @@ import re
 
 import pytest
 from testlib import assert_serving as serving
-from testlib import commit_and_push, https_get, live_release, run_playbook
+from testlib import (
+    commit_and_push,
+    copied_inventory,
+    djdeploy,
+    https_get,
+    live_release,
+    run_playbook,
+)
 
 APP = "demo"
 NAME = "demo.test"
@@ -230,3 +237,40 @@ def test_bad_processes_and_schedules_are_refused_before_any_change(host, values,
     assert "changed=0" in run.output, run.output[-3000:]
     serving(host, before, APP, NAME)
     assert host.run(f"systemctl show -P InvocationID {UNIT}").stdout == process
+
+
+def test_ps_scale_and_logs_of_one_process_through_the_cli(host, tmp_path):
+    # scale writes the inventory: a copy, so the repository's stays as it is.
+    inventory = copied_inventory(tmp_path / "inventory")
+
+    def cli(*args: str) -> str:
+        proc = djdeploy(*args, inventory=inventory)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        return proc.stdout
+
+    def ps() -> dict:
+        (state,) = json.loads(cli("ps", "--json"))["hosts"].values()
+        return state
+
+    state = ps()
+    assert (state["release"], state["health"]) == (release_id(live(host)), "200")
+    assert [w["color"] for w in state["web"] if w["live"]] == [
+        host.file(f"/srv/{APP}/live-color").content_string.strip()
+    ]
+    assert [(p["unit"], p["state"]) for p in state["processes"]] == [(UNIT, "active/running")]
+    (timer,) = state["timers"]
+    assert timer["timer"] == f"{APP}-tick.timer" and timer["next"], timer
+
+    second = f"{APP}-heartbeat@2.service"
+    out = cli("scale", "heartbeat=2")
+    assert "heartbeat=2 (was default) changed" in out
+    assert host.service(second).is_running and host.service(second).is_enabled
+    assert [p["unit"] for p in ps()["processes"]] == [UNIT, second]
+    # The journal of that process only, from every web host: its start line, nothing else.
+    lines = [line for line in cli("logs", "-p", "heartbeat", "-n", "40").splitlines() if line]
+    assert any("heartbeat hb-2 started on" in line for line in lines), lines
+    assert all(f"{APP}-heartbeat[" in line or "systemd[" in line for line in lines), lines
+
+    cli("scale", "heartbeat=1")
+    assert not host.service(second).is_running and not host.service(second).is_enabled
+    assert host.service(UNIT).is_running

@@ -299,7 +299,6 @@ log:
   elements: str
 """
 
-import http.client  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
@@ -315,6 +314,7 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
     from djdeploy_files import remove_path, replace_symlink, write_atomic
+    from djdeploy_http import unix_http_get
     from djdeploy_lock_lib import (
         LOCK_OPTION_SPEC,
         DeployLock,
@@ -335,6 +335,7 @@ if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
     from djdeploy_releases_lib import StateError, rollback_target
 else:  # Ansible ships the role's module_utils with its modules
     from ansible.module_utils.djdeploy_files import remove_path, replace_symlink, write_atomic
+    from ansible.module_utils.djdeploy_http import unix_http_get
     from ansible.module_utils.djdeploy_lock_lib import (
         LOCK_OPTION_SPEC,
         DeployLock,
@@ -398,34 +399,6 @@ def run_command(argv: list[str]) -> tuple[int, str, str]:
     """Run a command on the host (no shell) and return its exit code and output."""
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     return proc.returncode, proc.stdout, proc.stderr
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over a unix socket (the gunicorn color's own socket, before nginx points at it)."""
-
-    def __init__(self, socket_path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._socket_path = socket_path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._socket_path)
-        self.sock = sock
-
-
-def unix_http_get(socket_path: str, path: str, headers: dict[str, str], timeout: float) -> int:
-    """GET path on a unix socket; the status code (redirects are not followed)."""
-    conn = _UnixHTTPConnection(socket_path, timeout)
-    try:
-        conn.request("GET", path, headers=headers)
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    except (http.client.HTTPException, ValueError) as exc:
-        raise OSError(str(exc)) from exc
-    finally:
-        conn.close()
 
 
 def _chown(path: Path, user: str | None, group: str | None) -> None:
