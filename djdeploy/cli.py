@@ -56,6 +56,7 @@ VERBS = {
     "ps": "what runs on each web host: release, colors, health, processes, timers",
     "scale": "set PROCESS=N instances per host in the inventory, then apply (no build)",
     "lock": "show the deploy lock on each web host (--break: remove it)",
+    "maintenance": "maintenance mode on|off: nginx answers 503 with the maintenance page",
     "backup": "dump the database now on the db host",
     "restore": "restore the database from a dump (--confirm DATABASE)",
 }
@@ -294,6 +295,9 @@ def build_parser() -> Parser:
 
     p = verb("lock")
     p.add_argument("--break", dest="break_lock", action="store_true", help="remove the lock")
+
+    p = verb("maintenance")
+    p.add_argument("state", choices=["on", "off"], help="on: 503 page; off: the app again")
 
     verb("backup")
     p = verb("restore")
@@ -544,6 +548,44 @@ def do_lock(ctx: Context) -> int:
         f"{len(hosts)} host(s), locked on {len(held)}" + (f": {', '.join(held)}" if held else "")
     )
     ctx.emit({"verb": "lock", "ok": True, "hosts": hosts}, text)
+    return EXIT_OK
+
+
+def do_maintenance(ctx: Context) -> int:
+    """`maintenance on|off`: the flag on the hosts where TLS terminates (balancers, else web)."""
+    on = ctx.args.state == "on"
+    doc = read_run(ctx, "maintenance.yml", {"djdeploy_maintenance": on})
+    task = "Maintenance | Write the flag" if on else "Maintenance | Remove the flag"
+    results = ansible.task_results(doc, task)
+    if not results:
+        raise CliError(
+            "maintenance: the inventory has no host in the lb or web group",
+            "check -i/--inventory",
+            EXIT_INVENTORY,
+        )
+    text = [
+        f"{host}: maintenance {ctx.args.state}"
+        + (" (was already)" if not result.get("changed") else "")
+        for host, result in sorted(results.items())
+    ]
+    text.append(
+        f"{len(results)} host(s): "
+        + (
+            "nginx answers 503 with the maintenance page (loopback, app_admin_networks and the"
+            " health check still get through)"
+            if on
+            else "the app answers again"
+        )
+    )
+    ctx.emit(
+        {
+            "verb": "maintenance",
+            "ok": True,
+            "state": ctx.args.state,
+            "hosts": {h: {"changed": bool(r.get("changed"))} for h, r in results.items()},
+        },
+        text,
+    )
     return EXIT_OK
 
 
@@ -910,6 +952,7 @@ HANDLERS: dict[str, Callable[[Context], int]] = {
     "ps": do_ps,
     "scale": do_scale,
     "lock": do_lock,
+    "maintenance": do_maintenance,
     "backup": do_backup,
     "restore": do_restore,
 }

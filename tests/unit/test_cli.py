@@ -122,6 +122,8 @@ def invoke(
         (["scale", "worker=-1"], "'worker=-1' is not PROCESS=N"),
         (["scale", "Worker=2"], "is not PROCESS=N"),
         (["scale", "web=4"], "web is scaled with gunicorn_workers"),
+        (["maintenance"], "the following arguments are required: state"),
+        (["maintenance", "maybe"], "invalid choice: 'maybe'"),
     ],
 )
 def test_bad_input_fails_before_anything_runs(
@@ -363,6 +365,38 @@ def test_lock_break_shows_who_held_it() -> None:
     assert json.loads(fake.calls[0][5]) == {"release_break_lock": True}
     assert "web1: held by ci since 2026-12-02T10:00:00Z (release R2); broken now" in out
     assert "web2: free" in out
+
+
+def test_maintenance_on_and_off_run_the_playbook_and_report_each_host() -> None:
+    fake = FakeExecutor()
+    wrote = {
+        "task": {"name": "nginx : Maintenance | Write the flag"},
+        "hosts": {"lb1": {"changed": True}, "lb2": {"changed": False}},
+    }
+    fake.docs["maintenance.yml"] = json.dumps({"plays": [{"tasks": [wrote]}]})
+    code, out, _, _ = invoke(["maintenance", "on"], fake)
+    assert code == 0
+    assert Path(fake.calls[0][3]).name == "maintenance.yml"
+    assert json.loads(fake.calls[0][5]) == {"djdeploy_maintenance": True}
+    assert "lb1: maintenance on\nlb2: maintenance on (was already)\n" in out
+    assert "2 host(s): nginx answers 503 with the maintenance page" in out
+
+    removed = {"task": {"name": "nginx : Maintenance | Remove the flag"}, "hosts": {"w": {}}}
+    fake.docs["maintenance.yml"] = json.dumps({"plays": [{"tasks": [wrote, removed]}]})
+    code, out, _, _ = invoke(["maintenance", "off", "--json"], fake)
+    assert code == 0
+    assert json.loads(fake.calls[-1][5]) == {"djdeploy_maintenance": False}
+    assert json.loads(out) == {
+        "verb": "maintenance",
+        "ok": True,
+        "state": "off",
+        "hosts": {"w": {"changed": False}},
+    }
+
+    fake.docs["maintenance.yml"] = json.dumps({"plays": [{"tasks": []}]})
+    code, _, err, _ = invoke(["maintenance", "on"], fake)
+    assert code == EXIT_INVENTORY
+    assert "no host in the lb or web group" in err
 
 
 def test_logs_merge_by_time_and_keep_each_hosts_order() -> None:
