@@ -70,6 +70,8 @@ class FakeHost:
         self.install_fails = False
         self.gunicorn = True
         self.check_fails = False
+        # Build commands (DJDEPLOY_COMMAND through the manage wrapper) that fail.
+        self.failing_commands: set[str] = set()
         self.lingering = 0
         self.now = 0.0
 
@@ -127,6 +129,12 @@ class FakeHost:
             if self.gunicorn:
                 (venv / "bin/gunicorn").write_text("#!python\n")
             return 0, "", ""
+        if argv[-1] == MANAGE and "DJDEPLOY_COMMAND" in cmd.env:
+            command = cmd.env["DJDEPLOY_COMMAND"]
+            if command in self.failing_commands:
+                return 2, "compressing...\n", "CommandError: compress failed on purpose\n"
+            (self.app_root / "static" / RELEASE / "built.txt").write_text(command)
+            return 0, "done\n", ""
         if "collectstatic" in argv:
             static = self.app_root / "static" / RELEASE
             (static / "site").mkdir()
@@ -465,6 +473,50 @@ def test_a_failed_deploy_check_shows_djangos_message_and_the_knob(app_root: Path
     assert (app_root / "current").readlink().name == "20260101T000000Z-aaaaaaaa"
 
 
+BUILD_COMMANDS = ["python manage.py compress", "npm run build"]
+
+
+def test_build_commands_run_after_collectstatic_as_the_build_user_in_the_release(
+    app_root: Path,
+) -> None:
+    host = FakeHost(app_root)
+    report = make(app_root, host, commands=BUILD_COMMANDS).execute()
+
+    steps = [s["step"] for s in report.steps]
+    assert steps[steps.index("collectstatic") + 1 : steps.index("check")] == ["commands"]
+    runs = [c for c in host.commands if "DJDEPLOY_COMMAND" in c.env]
+    assert [c.env["DJDEPLOY_COMMAND"] for c in runs] == BUILD_COMMANDS
+    for cmd in runs:
+        assert cmd.account.user == "demo-build"
+        assert list(cmd.argv) == ["nice", "-n", "10", MANAGE]
+        assert cmd.env["DJDEPLOY_RELEASE_DIR"] == str(release_dir(app_root))
+        assert cmd.cwd == str(release_dir(app_root))
+    # What a command wrote is sealed with the release's static files.
+    assert (app_root / "static" / RELEASE / "built.txt").read_text() == "npm run build"
+    assert (app_root / "next").readlink().name == RELEASE
+
+
+def test_a_failing_build_command_removes_the_release_and_says_which(app_root: Path) -> None:
+    host = FakeHost(app_root)
+    host.failing_commands = {"python manage.py compress"}
+    builder = make(app_root, host, commands=BUILD_COMMANDS, commands_knob="app_build_commands")
+    with pytest.raises(bm.BuildError) as failed:
+        builder.execute()
+
+    msg = failed.value.msg
+    assert "failed in 'commands'" in msg
+    assert "the build command 'python manage.py compress' (app_build_commands) failed (rc 2)" in msg
+    assert "compressing... | CommandError: compress failed on purpose" in msg
+    assert "the live release keeps serving" in msg
+    # The next command never ran, the release is gone, the deploy check did not run.
+    assert [c.env["DJDEPLOY_COMMAND"] for c in host.commands if "DJDEPLOY_COMMAND" in c.env] == [
+        "python manage.py compress"
+    ]
+    assert not release_dir(app_root).exists()
+    assert not (app_root / "static" / RELEASE).exists()
+    assert (app_root / "next").readlink().name == "20260101T000000Z-aaaaaaaa"
+
+
 def test_a_commit_missing_after_the_update_fails_before_any_export(app_root: Path) -> None:
     host = FakeHost(app_root)
     host.mirror.mkdir(parents=True)
@@ -694,6 +746,8 @@ def test_the_options_reach_the_project_step(monkeypatch: pytest.MonkeyPatch) -> 
         "names": {"venv": ".v"},
         "manage": MANAGE,
         "collectstatic": True,
+        "commands": ["python manage.py compress"],
+        "commands_knob": "app_build_commands",
         "check_deploy": True,
         "check_script": "",
         "check_accept": [],
@@ -716,6 +770,8 @@ def test_the_options_reach_the_project_step(monkeypatch: pytest.MonkeyPatch) -> 
         ca_bundle="/etc/ca.pem",
     )
     assert cfg.build.home == "/srv/demo/shared/build-cache"
+    assert cfg.commands == ["python manage.py compress"]
+    assert cfg.commands_knob == "app_build_commands"
     assert cfg.names.venv == ".v"
 
 

@@ -76,6 +76,11 @@ class Runner:
         self.calls.append(list(argv))
         if self.fail and argv[0] == self.fail:
             return 9, "", f"{argv[0]}: cannot lock /etc/passwd; try again later."
+        if argv[0] == "systemd-analyze":
+            if argv[-1] == "every tuesday":
+                refused = "Failed to parse calendar specification 'every tuesday': Invalid argument"
+                return 1, "", refused
+            return 0, f"  Original form: {argv[-1]}\n", ""
         a = self.accounts
         flags = dict(zip(argv[1:-1:2], argv[2:-1:2], strict=False))
         name = argv[-1]
@@ -714,3 +719,26 @@ def test_another_runs_lock_refuses_before_any_change(host: Host, tmp_path: Path)
     broken = host.layout(lock={**_lock(locks, token="mine"), "break_lock": True})
     assert broken.result()["lock"]["holder"]["token"] == "mine"
     assert any("after breaking the lock of alice" in w for w in broken.warnings)
+
+
+def test_calendar_expressions_are_checked_by_systemd_before_any_change(host: Host) -> None:
+    with pytest.raises(lay.LayoutError) as raised:
+        host.layout(calendars=["*:0/5", "every tuesday"], calendars_knob="app_schedules")
+    msg = str(raised.value)
+    assert msg.startswith(
+        "release: app_schedules: systemd does not accept the on_calendar expression(s)"
+        " 'every tuesday' (Failed to parse calendar specification"
+    )
+    assert "nothing was changed" in msg
+    assert host.runner.calls == [
+        ["systemd-analyze", "calendar", "--iterations=1", "*:0/5"],
+        ["systemd-analyze", "calendar", "--iterations=1", "every tuesday"],
+    ]
+    assert not host.root.exists()
+
+
+def test_accepted_calendar_expressions_let_the_layout_go_on(host: Host) -> None:
+    host.build_user_is_ours()
+    host.layout(calendars=["daily"])
+    assert ["systemd-analyze", "calendar", "--iterations=1", "daily"] in host.runner.calls
+    assert (host.root / "releases").is_dir()

@@ -75,6 +75,11 @@ class FakeManage:
         self.commands.append(cmd)
         argv = cmd.argv
         assert argv[0] == MANAGE
+        if "DJDEPLOY_COMMAND" in cmd.env:
+            assert argv == [MANAGE]
+            if cmd.env["DJDEPLOY_COMMAND"] == "false":
+                return 1, "warming the cache\n", "CommandError: release phase failed\n"
+            return 0, "ok\n", ""
         assert argv[1] in ("shell", "migrate")
         if argv[1] == "shell":
             assert argv[2:] == ["-c", SCRIPT]
@@ -318,3 +323,52 @@ def test_check_mode_plans_but_neither_writes_nor_migrates(release: Path) -> None
     assert fake.commands == []
     assert result.changed is True
     assert list(release.iterdir()) == []
+
+
+def command_runs(fake: FakeManage) -> list[str]:
+    return [c.env["DJDEPLOY_COMMAND"] for c in fake.commands if "DJDEPLOY_COMMAND" in c.env]
+
+
+def test_release_commands_run_after_an_empty_plan_as_the_runtime_user(release: Path) -> None:
+    fake = FakeManage()
+    commands = ["python manage.py warm_cache", "python manage.py notify"]
+    result = migrator(release, fake, commands=commands).plan()
+    assert command_runs(fake) == commands
+    assert result.commands == commands and result.changed
+    for cmd in fake.commands[1:]:
+        assert cmd.account.user == "demo"
+        assert cmd.env["DJDEPLOY_RELEASE_DIR"] == str(release)
+    # The record is written first: the commands run once the migration step is done.
+    assert record(release) == to_json([]) + "\n"
+
+
+def test_release_commands_wait_for_migrate_when_the_plan_has_migrations(release: Path) -> None:
+    fake = FakeManage(plan=PLAN)
+    m = migrator(release, fake, commands=["python manage.py warm_cache"])
+    plan = m.plan()
+    assert command_runs(fake) == [] and plan.commands == []
+    result = m.migrate(plan.plan or [], None)
+    assert fake.argvs[-2] == [MANAGE, "migrate", "--noinput", "--no-color"]
+    assert command_runs(fake) == ["python manage.py warm_cache"]
+    assert result.commands == ["python manage.py warm_cache"]
+
+
+def test_a_failing_release_command_fails_with_its_name_and_output(release: Path) -> None:
+    fake = FakeManage()
+    m = migrator(release, fake, commands=["false", "never"], commands_knob="app_release_commands")
+    with pytest.raises(mig.MigrateError) as info:
+        m.plan()
+    data = info.value.as_dict()
+    assert data["complete"] is True
+    assert data["msg"].startswith(
+        "release: the release command 'false' (app_release_commands) of"
+        " 20260102T000000Z-bbbbbbbb failed (rc 1); no host was switched"
+    )
+    assert "warming the cache | CommandError: release phase failed" in data["msg"]
+    assert command_runs(fake) == ["false"]
+
+
+def test_check_mode_runs_no_release_command(release: Path) -> None:
+    fake = FakeManage()
+    result = migrator(release, fake, commands=["python manage.py x"], check_mode=True).plan()
+    assert command_runs(fake) == [] and result.changed

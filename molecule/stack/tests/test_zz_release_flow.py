@@ -212,7 +212,10 @@ LEGACY = (
     '{"app_name": "legacy", "app_server_names": ["legacy.test"], '
     '"app_repo": "/srv/git/legacy.git", "app_wsgi_module": "legacysite.wsgi:application", '
     '"app_settings_module": "legacysite.settings", "app_settings_overlay": true, '
-    '"app_python_path": ["src"], "app_db_password": "legacy-db-password-1"}'
+    '"app_python_path": ["src"], "app_db_password": "legacy-db-password-1", '
+    # The demo app's commands, processes and schedules (the stack inventory) are not legacy's.
+    '"app_build_commands": [], "app_release_commands": [], "app_processes": {}, '
+    '"app_schedules": {}}'
 )
 LEGACY_CERT = "/etc/ssl/djdeploy/legacy/fullchain.pem"
 

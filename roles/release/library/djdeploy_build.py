@@ -51,7 +51,9 @@ description:
     and run the install steps under umask 022; a failed install removes the partial venv; a
     built venv is handed to the deploy user before it is marked complete); gunicorn (the venv
     link, C(bin/gunicorn) must exist); static (C(static/<release>) and its link); env (the
-    release's own environment file); collectstatic; check (Django's C(check --deploy) through
+    release's own environment file); collectstatic; commands (each of I(commands), in order, as
+    the build user in the release with its venv and the app's environment, through I(manage)
+    with C(DJDEPLOY_COMMAND)); check (Django's C(check --deploy) through
     I(check_script), with I(check_accept) silenced); seal (the release and its static files are
     handed to the deploy user); record (the release record, the marker dropped, C(next) pointed
     at the release).
@@ -174,6 +176,19 @@ options:
     description: Run collectstatic.
     type: bool
     default: true
+  commands:
+    description:
+      - Shell commands run after collectstatic, before the deploy check, as the build user, in
+        the release directory with the release's venv first on C(PATH) and the app's
+        environment (e.g. C(python manage.py compress)). The first that fails fails the build
+        with its output; the release is removed.
+    type: list
+    elements: str
+    default: []
+  commands_knob:
+    description: Name of the setting that lists the build commands (in messages).
+    type: str
+    default: release_build_commands
   check_deploy:
     description: Run Django's deploy check (I(check_script) through C(manage shell -c)).
     type: bool
@@ -503,6 +518,8 @@ class Config:
     python: str = "/usr/bin/python3"
     manage: str = ""
     collectstatic: bool = True
+    commands: list[str] = field(default_factory=list)
+    commands_knob: str = "release_build_commands"
     check_deploy: bool = True
     check_script: str = ""
     check_accept: list[str] = field(default_factory=list)
@@ -844,6 +861,18 @@ class Builder:
                 )
                 if rc != 0:
                     raise StepError(f"collectstatic failed (rc {rc}): {tail(err or out, 20)}")
+        if cfg.commands:
+            with self._step("commands"):
+                for command in cfg.commands:
+                    rc, out, err = self._as_build(
+                        [*nice, cfg.manage],
+                        env={"DJDEPLOY_RELEASE_DIR": str(release), "DJDEPLOY_COMMAND": command},
+                    )
+                    if rc != 0:
+                        raise StepError(
+                            f"the build command {command!r} ({cfg.commands_knob}) failed"
+                            f" (rc {rc}): {tail(out + err, 20)}"
+                        )
         if cfg.check_deploy:
             # Django's own check command; the accepted IDs are added to SILENCED_SYSTEM_CHECKS
             # for this run only (files/check_deploy.py), the rest fail the build.
@@ -987,6 +1016,7 @@ class Builder:
                 f" with {self.project.installer})"
             )
         plan.append(f"collect static files into {cfg.static_dir}" if cfg.collectstatic else "")
+        plan.extend(f"run the build command {command!r}" for command in cfg.commands)
         plan.append("run Django's deploy check" if cfg.check_deploy else "")
         plan.append(f"record the release, hand it to {cfg.deploy.user}, point next at it")
         data.update(
@@ -1015,6 +1045,8 @@ def config_from_params(p: dict[str, Any]) -> Config:
         python=p["python"],
         manage=p["manage"] or "",
         collectstatic=p["collectstatic"],
+        commands=list(p["commands"]),
+        commands_knob=p["commands_knob"],
         check_deploy=p["check_deploy"],
         check_script=p["check_script"],
         check_accept=list(p["check_accept"]),
@@ -1077,6 +1109,8 @@ def main() -> None:
             "names": {"type": "dict"},
             "manage": {"type": "path"},
             "collectstatic": {"type": "bool", "default": True},
+            "commands": {"type": "list", "elements": "str", "default": []},
+            "commands_knob": {"type": "str", "default": "release_build_commands"},
             "check_deploy": {"type": "bool", "default": True},
             "check_script": {"type": "str", "default": ""},
             "check_accept": {"type": "list", "elements": "str", "default": []},

@@ -127,6 +127,18 @@ options:
         description: Runs C(git ls-remote) (the deploy user, who holds the credentials).
         type: str
         required: true
+  calendars:
+    description:
+      - systemd calendar expressions (C(OnCalendar)) to check with C(systemd-analyze calendar)
+        among the reads, before the lock and any change; one systemd refuses fails the call,
+        naming I(calendars_knob).
+    type: list
+    elements: str
+    default: []
+  calendars_knob:
+    description: The setting the calendar expressions come from (in messages).
+    type: str
+    default: app_schedules
   lock:
     description:
       - Take the app's deploy lock for this run after the reads and before any change (the
@@ -422,6 +434,9 @@ class Config:
     # resolve: {repo, ref, user}; lock: the lock option (djdeploy_lock_lib.LOCK_OPTION_SPEC).
     resolve: dict[str, str] | None = None
     lock: dict[str, Any] | None = None
+    # systemd calendar expressions to check before any change (app_schedules).
+    calendars: list[str] = field(default_factory=list)
+    calendars_knob: str = "app_schedules"
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Config:
@@ -456,6 +471,8 @@ class Config:
             root=Path(root) if root else None,
             resolve=params.get("resolve"),
             lock=params.get("lock"),
+            calendars=list(params.get("calendars") or []),
+            calendars_knob=params.get("calendars_knob") or "app_schedules",
             files=[
                 ManagedFile(
                     Path(f["path"]),
@@ -506,6 +523,7 @@ class Layout:
         # nothing.
         self.resolve_commit()
         self.read_live()
+        self.check_calendars()
         self.take_lock()
         self.ensure_build_user()
         self.ensure_directories()
@@ -535,6 +553,19 @@ class Layout:
             )
         except GitError as exc:
             raise LayoutError(str(exc)) from exc
+
+    def check_calendars(self) -> None:
+        """Each calendar expression as systemd reads it (systemd-analyze calendar)."""
+        refused = []
+        for expression in self.cfg.calendars:
+            rc, out, err = self.run(["systemd-analyze", "calendar", "--iterations=1", expression])
+            if rc != 0:
+                refused.append(f"{expression!r} ({(err or out).strip()[:200]})")
+        if refused:
+            raise LayoutError(
+                f"release: {self.cfg.calendars_knob}: systemd does not accept the on_calendar"
+                f" expression(s) {'; '.join(refused)}; nothing was changed"
+            )
 
     def take_lock(self) -> None:
         """This run's deploy lock (a lock of another run fails the call, naming its holder)."""
@@ -868,6 +899,8 @@ ARGUMENT_SPEC: dict[str, Any] = {
         },
     },
     "lock": LOCK_OPTION_SPEC,
+    "calendars": {"type": "list", "elements": "str", "default": []},
+    "calendars_knob": {"type": "str", "default": "app_schedules"},
     "files": {
         "type": "list",
         "elements": "dict",

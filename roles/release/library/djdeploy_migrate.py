@@ -42,6 +42,11 @@ description:
   - I(step=migrate) runs C(migrate --noinput --no-color), then writes I(migrations) (the plan's
     C(plan) entries, or plain names) to C(.djdeploy-migrations.json) and, when I(backup) is
     given, I(backup) to C(.djdeploy-backup.json). A failed migrate writes nothing.
+  - I(commands), the release commands (Heroku's release phase), run once per release after the
+    migrations, at the end of I(step=plan) when nothing is planned, else at the end of
+    I(step=migrate). Each runs as I(user) through I(manage) with C(DJDEPLOY_COMMAND) (the
+    release directory, its venv first on C(PATH), the app's environment); the first that fails
+    fails the module with C(complete=true), a message naming the command, and its output.
   - Records belong to I(owner):I(group), mode 0640, and are replaced atomically (never through a
     symlink); an identical record is left alone (not changed).
 options:
@@ -93,6 +98,16 @@ options:
     type: list
     elements: str
     default: []
+  commands:
+    description:
+      - Shell commands run once per release after the migrations (see above), in order.
+    type: list
+    elements: str
+    default: []
+  commands_knob:
+    description: Name of the setting that lists the release commands (in messages).
+    type: str
+    default: release_release_commands
   migrations:
     description:
       - With I(step=migrate), what to record; the plan's C(plan) (entries with C(name),
@@ -170,6 +185,16 @@ unsafe:
 refused:
   description: Whether unsafe operations refused the release (then the module fails).
   returned: step plan
+  type: bool
+commands:
+  description: The release commands this call ran (none when they are left to step migrate).
+  returned: always
+  type: list
+  elements: str
+complete:
+  description: On failure, whether I(msg) is the whole message for the user (a release command
+    failed; its output is in it).
+  returned: failure
   type: bool
 stdout:
   description: Output of the last command run.
@@ -299,6 +324,8 @@ class Config:
     live: str = ""
     allow_unsafe: bool = False
     allow_unsafe_list: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+    commands_knob: str = "release_release_commands"
 
 
 @dataclass
@@ -311,9 +338,11 @@ class Result:
     plan: list[dict[str, Any]] | None = None
     unsafe: list[dict[str, Any]] | None = None
     records: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
+            "commands": self.commands,
             "changed": self.changed,
             "pending": self.pending,
             "migrations": self.migrations,
@@ -334,11 +363,12 @@ class Migrator:
         self.run = run
         self.chown = chown
 
-    def _manage(self, *args: str) -> tuple[int, str, str]:
+    def _manage(self, *args: str, command: str = "") -> tuple[int, str, str]:
         account = self.cfg.account
-        env = minimal_env(
-            account, self.cfg.base_env, {"DJDEPLOY_RELEASE_DIR": str(self.cfg.release_dir)}
-        )
+        extra = {"DJDEPLOY_RELEASE_DIR": str(self.cfg.release_dir)}
+        if command:
+            extra["DJDEPLOY_COMMAND"] = command
+        env = minimal_env(account, self.cfg.base_env, extra)
         # The module's own umask, as manage.py always had here (the build sets its own).
         return self.run(Command([self.cfg.manage, *args], account, env, umask=INHERIT_UMASK))
 
@@ -426,7 +456,31 @@ class Migrator:
         )
         if not planned:
             self._record(MIGRATIONS_RECORD, [], result)
+            self._release_commands(result)
         return result
+
+    def _release_commands(self, result: Result) -> None:
+        """The release phase: each command once, as the runtime user, in the new release."""
+        cfg = self.cfg
+        for command in cfg.commands:
+            result.changed = True
+            if cfg.check_mode:
+                continue
+            rc, out, err = self._manage(command=command)
+            result.commands.append(command)
+            if rc != 0:
+                output = " | ".join(
+                    line.rstrip() for line in (out + err).strip().splitlines()[-20:]
+                )
+                raise MigrateError(
+                    f"release: the release command {command!r} ({cfg.commands_knob}) of"
+                    f" {cfg.release_dir.name} failed (rc {rc}); no host was switched, the live"
+                    f" release keeps serving. Output: {output}",
+                    rc,
+                    out,
+                    err,
+                    extra={"complete": True, "commands": result.commands},
+                )
 
     def migrate(self, migrations: list[Any], backup: dict[str, Any] | None) -> Result:
         """migrate --noinput, then the records of what it applied and of the backup."""
@@ -449,6 +503,7 @@ class Migrator:
         self._record(MIGRATIONS_RECORD, list(migrations), result)
         if backup is not None:
             self._record(BACKUP_RECORD, {"host": backup["host"], "file": backup["file"]}, result)
+        self._release_commands(result)
         return result
 
 
@@ -467,6 +522,8 @@ def main() -> None:
             "live": {"type": "str", "default": ""},
             "allow_unsafe": {"type": "bool", "default": False},
             "allow_unsafe_list": {"type": "list", "elements": "str", "default": []},
+            "commands": {"type": "list", "elements": "str", "default": []},
+            "commands_knob": {"type": "str", "default": "release_release_commands"},
         },
         supports_check_mode=True,
     )
@@ -490,6 +547,8 @@ def main() -> None:
             live=p["live"],
             allow_unsafe=p["allow_unsafe"],
             allow_unsafe_list=p["allow_unsafe_list"],
+            commands=list(p["commands"]),
+            commands_knob=p["commands_knob"],
         )
     except LookupError as exc:
         module.fail_json(msg=f"release: {exc}")

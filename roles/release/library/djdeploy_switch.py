@@ -154,6 +154,55 @@ options:
         description: The runtime user (named in the migrations message).
         type: str
         required: true
+  processes:
+    description:
+      - The app's processes besides web on this host (playbooks/filter_plugins/djdeploy_processes.py
+        computes them), each with C(name), C(command), C(instances) here (0 stops them here) and
+        C(stop_timeout). Omitted, process units are left alone. With a switch, after the public
+        check and before the commit, the template C(<app>-<name>@.service) is written, every
+        instance of the app's processes is stopped (SIGTERM, up to its C(stop_timeout)),
+        C(<app_root>/processes) is pointed at the release, the instances C(<app>-<name>@<n>) are
+        enabled and started and must still run, never restarted, I(units.settle) seconds later;
+        otherwise the switch reverts (the old processes start again on the old release) and
+        fails naming the process, with its last log lines. With I(state=live), units that
+        changed or do not run are (re)started.
+    type: list
+    elements: dict
+  schedules:
+    description:
+      - The app's schedules (C(name), C(command), C(on_calendar), C(randomized_delay), C(here));
+        after the commit (or with I(state=live)), the oneshot service and timer
+        C(<app>-<name>.service/.timer) are written and the timer enabled on the host where
+        C(here) is true, and removed elsewhere. Omitted, schedule units are left alone.
+    type: list
+    elements: dict
+  units:
+    description:
+      - How process and schedule units run; required with I(processes) or I(schedules).
+    type: dict
+    suboptions:
+      user:
+        description: The runtime user.
+        type: str
+        required: true
+      group:
+        description: The runtime group.
+        type: str
+        required: true
+      manage:
+        description: The app's manage wrapper (runs a command with C(DJDEPLOY_COMMAND)).
+        type: str
+        required: true
+      read_write_paths:
+        description: Paths the units may write (the media directory).
+        type: list
+        elements: str
+        default: []
+      settle:
+        description: Seconds a started process must keep running to count as started (looked
+          at every half second, so a process that fails sooner fails the check at once).
+        type: float
+        default: 5
   lock:
     description:
       - The run's deploy lock (the options of the djdeploy_lock module with
@@ -233,6 +282,11 @@ seconds:
   description: Seconds the whole switch took on the host.
   returned: always
   type: float
+processes:
+  description: What was done to process and schedule units (with I(processes) or I(schedules)).
+  returned: when processes or schedules are given
+  type: list
+  elements: str
 pruned:
   description: What the prune step removed (in check mode, what it would remove).
   returned: with state=switched
@@ -270,6 +324,13 @@ if TYPE_CHECKING:  # mypy reads roles/release/module_utils as top-level modules
         lock_from_option,
         take_for_run,
     )
+    from djdeploy_processes_lib import (
+        Settings,
+        UnitError,
+        Workload,
+        processes_from,
+        schedules_from,
+    )
     from djdeploy_releases_lib import Config as ReleasesConfig
     from djdeploy_releases_lib import StateError, rollback_target
 else:  # Ansible ships the role's module_utils with its modules
@@ -282,6 +343,13 @@ else:  # Ansible ships the role's module_utils with its modules
         Owner,
         lock_from_option,
         take_for_run,
+    )
+    from ansible.module_utils.djdeploy_processes_lib import (
+        Settings,
+        UnitError,
+        Workload,
+        processes_from,
+        schedules_from,
     )
     from ansible.module_utils.djdeploy_releases_lib import Config as ReleasesConfig
     from ansible.module_utils.djdeploy_releases_lib import StateError, rollback_target
@@ -553,8 +621,10 @@ class Switch:
         remove: Callable[[Path], None] | None = None,
         renice: Renice = os_renice,
         proc: Path = Path("/proc"),
+        workload: Workload | None = None,
     ) -> None:
         self.cfg = cfg
+        self.workload = workload
         self.renice = renice
         self.proc = proc
         self.remove = remove or remove_path
@@ -723,6 +793,7 @@ class Switch:
                 self._start_new()
                 old_upstream = self._move_upstream()
                 self._check_public(old_upstream)
+                self._switch_processes(old_upstream)
             except OSError as exc:
                 # An I/O error of our own (a link, the upstream file): undo, as for a failed check.
                 self._restore_upstream(self._moved_from)
@@ -732,6 +803,7 @@ class Switch:
                     f" traffic stays on {self._live_phrase()}."
                 ) from exc
             self._commit()
+            self._finish_processes()
             self._retire()
             self._prune()
         finally:
@@ -803,6 +875,36 @@ class Switch:
                 f"release: {cfg.release} answered on its socket but not through nginx"
                 f"{self._where()} (last: {last}); nginx points at the live release again."
             )
+
+    def _switch_processes(self, old_upstream: str | None) -> None:
+        """The processes move only once the web switch answers through nginx; one that does
+        not start reverts the processes, then the web switch, like a failed health check."""
+        if self.workload is None:
+            return
+        with self._step("processes"):
+            try:
+                self.workload.switch(self.release_dir, self._where())
+            except (UnitError, OSError) as exc:
+                self.workload.revert()
+                self._restore_upstream(old_upstream)
+                self._stop(self.new_color)
+                cause = exc.msg if isinstance(exc, UnitError) else f"release: {exc}"
+                raise SwitchError(
+                    f"{cause}; the processes and traffic stay on {self._live_phrase()}."
+                ) from exc
+
+    def _finish_processes(self) -> None:
+        if self.workload is None:
+            return
+        with self._step("schedules"):
+            try:
+                self.workload.finish()
+            except (UnitError, OSError) as exc:
+                msg = exc.msg if isinstance(exc, UnitError) else str(exc)
+                raise SwitchError(
+                    f"release: {self.cfg.release} is live{self._where()}, but cleaning up the"
+                    f" processes or writing the schedules failed: {msg}"
+                ) from exc
 
     def _commit(self) -> None:
         cfg = self.cfg
@@ -994,6 +1096,44 @@ ROLLBACK_OPTION_SPEC: dict[str, Any] = {
 }
 
 
+UNITS_OPTION_SPEC: dict[str, Any] = {
+    "type": "dict",
+    "options": {
+        "user": {"type": "str", "required": True},
+        "group": {"type": "str", "required": True},
+        "manage": {"type": "str", "required": True},
+        "read_write_paths": {"type": "list", "elements": "str", "default": []},
+        "settle": {"type": "float", "default": 5.0},
+    },
+}
+
+
+def workload_from_params(p: dict[str, Any], run: Runner = run_command) -> Workload | None:
+    """The processes and schedules the call manages; None when it manages neither."""
+    if p["processes"] is None and p["schedules"] is None:
+        return None
+    units = p["units"]
+    if not units:
+        raise SwitchError("release: djdeploy_switch needs units with processes or schedules")
+    settings = Settings(
+        app=p["app"],
+        app_root=Path(p["app_root"]),
+        manage=units["manage"],
+        user=units["user"],
+        group=units["group"],
+        read_write_paths=list(units["read_write_paths"]),
+        settle=float(units["settle"]),
+    )
+    return Workload(
+        settings,
+        processes_from(p["processes"] or []),
+        schedules_from(p["schedules"] or []),
+        run=run,
+        sleep=time.sleep,
+        replace_link=replace_symlink,
+    )
+
+
 def main() -> None:
     needed_to_switch = [
         "socket_dir",
@@ -1025,6 +1165,9 @@ def main() -> None:
             "host": {"type": "str"},
             "lock": LOCK_OPTION_SPEC,
             "rollback": ROLLBACK_OPTION_SPEC,
+            "processes": {"type": "list", "elements": "dict"},
+            "schedules": {"type": "list", "elements": "dict"},
+            "units": UNITS_OPTION_SPEC,
         },
         required_if=[("state", "switched", needed_to_switch)],
         supports_check_mode=True,
@@ -1057,6 +1200,7 @@ def main() -> None:
         module.exit_json(**result)
 
     try:
+        workload = workload_from_params(p)
         if run_lock is not None:
             run_lock.take()
     except SwitchError as exc:
@@ -1069,8 +1213,15 @@ def main() -> None:
                 p["host"] or socket.gethostname(),
                 check_mode=module.check_mode,
             )
+            if workload is not None and not module.check_mode:
+                where = f" on {host}"
+                if workload.reconcile(Path(p["app_root"], "current").resolve(), where):
+                    kept["changed"] = True
+                kept["processes"] = workload.actions
         except SwitchError as exc:
             module.fail_json(msg=exc.msg)
+        except UnitError as exc:
+            module.fail_json(msg=exc.msg, processes=workload.actions if workload else [])
         done(kept, [])
     cfg = Config(
         app=p["app"],
@@ -1092,7 +1243,7 @@ def main() -> None:
         group=p["group"],
         host=host,
     )
-    switch = Switch(cfg)
+    switch = Switch(cfg, workload=workload)
     try:
         if module.check_mode:
             plan = switch.plan()
@@ -1104,7 +1255,10 @@ def main() -> None:
         module.fail_json(msg=exc.msg, log=exc.log, **switch.report.as_dict())
     except OSError as exc:
         module.fail_json(msg=f"release: switching failed: {exc}", **switch.report.as_dict())
-    done(report.as_dict(), list(report.warnings))
+    result = report.as_dict()
+    if workload is not None:
+        result["processes"] = workload.actions
+    done(result, list(report.warnings))
 
 
 if __name__ == "__main__":
