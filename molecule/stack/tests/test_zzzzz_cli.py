@@ -29,8 +29,14 @@ from testlib import (
     live_release,
 )
 
+from tools.probe import Probe
+
 APP = "demo"
 NAME = "demo.test"
+# The load probe during restart and config:set: 20 requests a second from the controller.
+PROBE_RATE = 20
+PROBE_MAX_REQUESTS = 4000
+PROBE_MAX_SECONDS = 240
 CERT = f"/etc/ssl/djdeploy/{APP}/fullchain.pem"
 # Appended to the demo app in a commit the tests release: the index page says the value of
 # DEMO_BANNER from the app's environment in a header.
@@ -192,12 +198,42 @@ def test_lock_shows_a_held_lock_refuses_a_release_and_breaks_it(host, web_host):
     assert not host.file(lock).exists
 
 
-def test_restart_switches_colors_on_the_same_release(host):
+@pytest.fixture(scope="module")
+def outside(host, tmp_path_factory):
+    """The host's address on the scenario's network and its certificate, for requests from
+    the controller (as a client would send them, not from the host's loopback)."""
+    cafile = tmp_path_factory.mktemp("tls") / "demo.pem"
+    cafile.write_text(host.file(CERT).content_string)
+    return host.run("hostname -I").stdout.split()[0], str(cafile)
+
+
+def load_probe(outside) -> Probe:
+    """Steady HTTPS requests from the controller, bounded in count and time."""
+    address, cafile = outside
+    return Probe(
+        f"https://{NAME}/",
+        connect=f"{address}:443",
+        cacert=cafile,
+        rate=PROBE_RATE,
+        max_requests=PROBE_MAX_REQUESTS,
+        max_seconds=PROBE_MAX_SECONDS,
+    )
+
+
+def no_failed_request(report) -> None:
+    assert report["sent"] > 20, report
+    assert report["failed"] == 0, {k: report[k] for k in ("sent", "failed", "status", "errors")}
+
+
+def test_restart_switches_colors_on_the_same_release(host, outside):
     release = live_release(host, APP)
     color = host.file(f"/srv/{APP}/live-color").content_string.strip()
     invocation = live_invocation(host, APP)
+    load = load_probe(outside).start()
     run = djdeploy("restart")
+    report = load.stop()
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    no_failed_request(report)
     assert live_release(host, APP) == release
     assert host.file(f"/srv/{APP}/live-color").content_string.strip() != color
     assert live_invocation(host, APP) != invocation
@@ -230,29 +266,27 @@ def from_outside(address: str, path: str, cafile: str) -> tuple[int, dict[str, s
     return int(lines[0].split()[1]), headers, body
 
 
-def test_maintenance_mode_answers_503_to_clients_but_not_to_checks_or_loopback(host, tmp_path):
-    address = host.run("hostname -I").stdout.split()[0]
-    cafile = tmp_path / "ca.pem"
-    cafile.write_text(host.file(CERT).content_string)
-    assert from_outside(address, "/", str(cafile))[0] == 200
+def test_maintenance_mode_answers_503_to_clients_but_not_to_checks_or_loopback(host, outside):
+    address, cafile = outside
+    assert from_outside(address, "/", cafile)[0] == 200
 
     run = djdeploy("maintenance", "on")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "maintenance on" in run.stdout
     try:
-        status, headers, body = from_outside(address, "/", str(cafile))
+        status, headers, body = from_outside(address, "/", cafile)
         assert status == 503, body[-500:]
         assert "Down for maintenance" in body
         assert headers["retry-after"] == "600"
         assert headers["strict-transport-security"].startswith("max-age=")
         # The health check (releases, balancers) and loopback (the host's own checks, an
         # operator on the host) still reach the app.
-        assert from_outside(address, "/healthz", str(cafile))[0] == 200
+        assert from_outside(address, "/healthz", cafile)[0] == 200
         assert https_get(host, NAME, "/", cacert=CERT).status == 200
     finally:
         off = djdeploy("maintenance", "off", "--json")
     assert as_json(off)["state"] == "off"
-    assert from_outside(address, "/", str(cafile))[0] == 200
+    assert from_outside(address, "/", cafile)[0] == 200
 
 
 @pytest.fixture
@@ -266,7 +300,7 @@ def vaulted_inventory(tmp_path):
 
 
 def test_config_set_changes_what_the_app_sees_and_the_vault_stays_encrypted(
-    host, vaulted_inventory
+    host, vaulted_inventory, outside
 ):
     inventory, password = vaulted_inventory
     vault = inventory.parent / "group_vars" / "all" / "vault.yml"
@@ -277,8 +311,11 @@ def test_config_set_changes_what_the_app_sees_and_the_vault_stays_encrypted(
     def cli(*args):
         return djdeploy(*args, "--vault-password-file", str(password), inventory=str(inventory))
 
+    load = load_probe(outside).start()
     run = cli("config:set", f"DEMO_BANNER={value}")
+    report = load.stop()
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    no_failed_request(report)
     assert vault.read_text().startswith("$ANSIBLE_VAULT;1.1;AES256")
     assert value not in vault.read_text()
     assert banner(host) == value
