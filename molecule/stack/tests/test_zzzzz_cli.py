@@ -122,15 +122,16 @@ def test_run_returns_the_commands_exit_code(host):
     assert "Unknown command: 'no_such_command'" in run.stderr
 
 
-def test_run_interactive_shell_through_a_pseudo_terminal():
+def interact(args: list[str], script: list[tuple[bytes, bytes]]) -> tuple[str, int]:
+    """Run the CLI on a pseudo-terminal; each time the output shows a prompt of the script
+    (in order), type its answer. Bounded: 120 s. Returns the terminal's text and the code."""
     env = dict(os.environ, PYTHONPATH=str(PROJECT), TERM="dumb")
     cmd = [sys.executable, "-m", "djdeploy", "--inventory", os.environ["MOLECULE_INVENTORY_FILE"]]
-    cmd += ["run", "-i", "--", "shell", "--no-startup"]
     main, tty = pty.openpty()
-    proc = subprocess.Popen(cmd, env=env, stdin=tty, stdout=tty, stderr=tty, cwd="/")
+    proc = subprocess.Popen(cmd + args, env=env, stdin=tty, stdout=tty, stderr=tty, cwd="/")
     os.close(tty)
     seen = b""
-    sent = False
+    answered = 0
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
@@ -143,12 +144,11 @@ def test_run_interactive_shell_through_a_pseudo_terminal():
                 if not chunk:
                     break
                 seen += chunk
-            if not sent and b">>> " in seen:
-                # The printed text appears only when the code runs (the echo shows the source);
-                # the shell's stdin is a terminal on the host (ssh -t), not a pipe.
-                os.write(main, b"import os; print('pty-' + 'ok', 6 * 7, os.isatty(0))\n")
-                os.write(main, b"exit()\n")
-                sent = True
+            if answered < len(script) and seen.count(script[answered][0]) > sum(
+                1 for prompt, _ in script[:answered] if prompt == script[answered][0]
+            ):
+                os.write(main, script[answered][1])
+                answered += 1
             if proc.poll() is not None and not ready:
                 break
         code = proc.wait(timeout=30)
@@ -157,9 +157,45 @@ def test_run_interactive_shell_through_a_pseudo_terminal():
             proc.kill()
         os.close(main)
     text = seen.decode(errors="replace")
-    assert sent, text[-2000:]
+    assert answered == len(script), text[-2000:]
+    return text, code
+
+
+def test_run_interactive_shell_through_a_pseudo_terminal():
+    # The printed text appears only when the code runs (the echo shows the source); the
+    # shell's stdin is a terminal on the host (ssh -t), not a pipe.
+    code_line = b"import os; print('pty-' + 'ok', 6 * 7, os.isatty(0))\nexit()\n"
+    text, code = interact(["run", "-i", "--", "shell", "--no-startup"], [(b">>> ", code_line)])
     assert "pty-ok 42 True" in text, text[-2000:]
     assert code == 0, text[-2000:]
+
+
+def test_createsuperuser_through_run_i_then_log_in_over_https(host):
+    user = f"admin{uuid.uuid4().hex[:6]}"
+    password = f"Pw-{uuid.uuid4().hex}"
+    args = ["run", "-i", "--", "createsuperuser", "--username", user, "--email", f"{user}@x.test"]
+    answer = password.encode() + b"\n"
+    text, code = interact(args, [(b"Password: ", answer), (b"Password (again): ", answer)])
+    assert code == 0, text[-2000:]
+    assert "Superuser created successfully." in text, text[-2000:]
+    # The admin's login form through nginx over HTTPS, as a browser: CSRF cookie and token.
+    jar = f"/tmp/{user}.cookies"
+    curl = (
+        f"curl -sS --max-time 20 --cacert {CERT} --resolve {NAME}:443:127.0.0.1 -c {jar} -b {jar}"
+    )
+    form = host.run(f"{curl} https://{NAME}/admin/login/").stdout
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form)
+    assert token, form[-2000:]
+    posted = host.run(
+        f"{curl} -o /dev/null -w '%{{http_code}} %{{redirect_url}}'"
+        f" -H 'Referer: https://{NAME}/admin/login/'"
+        f" --data-urlencode csrfmiddlewaretoken={token.group(1)}"
+        f" --data-urlencode username={user} --data-urlencode password={password}"
+        f" --data-urlencode next=/admin/ https://{NAME}/admin/login/"
+    ).stdout
+    host.run(f"rm -f {jar}")
+    # A wrong password re-renders the form (200); the right one redirects into the admin.
+    assert posted == f"302 https://{NAME}/admin/", posted
 
 
 def test_logs_show_a_line_the_app_just_wrote(host, web_host):
