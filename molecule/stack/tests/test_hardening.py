@@ -270,3 +270,23 @@ def test_nginx_service_is_sandboxed(host):
     assert match, out[-500:]
     print(match.group(0))
     assert float(match.group(1)) < 5.0, out
+
+
+def test_kernel_and_network_settings_are_written_for_boot(host):
+    conf = host.file("/etc/sysctl.d/60-djdeploy-hardening.conf")
+    assert (conf.user, conf.group, conf.mode) == ("root", "root", 0o644)
+    lines = set(conf.content_string.splitlines())
+    for line in (
+        "net.ipv4.conf.all.accept_redirects = 0",
+        "net.ipv4.conf.all.send_redirects = 0",
+        "net.ipv4.conf.all.rp_filter = 1",
+        "net.ipv4.tcp_syncookies = 1",
+        "net.ipv6.conf.all.accept_redirects = 0",
+        "kernel.kptr_restrict = 2",
+        "kernel.unprivileged_bpf_disabled = 1",
+        "fs.protected_regular = 2",
+    ):
+        assert line in lines, line
+    # A container's /proc/sys is read-only: the role wrote the file and applied nothing (the
+    # test host's kernel keeps its values).
+    assert "ro" in host.run("grep ' /proc/sys ' /proc/mounts").stdout.split()[3].split(",")
