@@ -16,8 +16,9 @@ import time
 import uuid
 from typing import Any
 
+import pytest
 import testinfra
-from testlib import commit_and_push, https_get, run_playbook
+from testlib import commit_and_push, https_from_controller, run_playbook
 
 from tools.probe import Probe
 
@@ -42,15 +43,32 @@ def other(name: str) -> Any:
     )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def balancer(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Requests go from the controller to the balancer's address, as a browser's would."""
+    cafile = tmp_path_factory.mktemp("tls") / "lb.pem"
+    cafile.write_text(other(LB).file(CERT).content_string)
+    BALANCER["address"] = other(LB).run("hostname -I").stdout.split()[0]
+    BALANCER["cafile"] = str(cafile)
+
+
+BALANCER: dict[str, str] = {}
+
+
+def get(path: str) -> tuple[int, str]:
+    status, _, body = https_from_controller(BALANCER["address"], NAME, path, BALANCER["cafile"])
+    return status, body
+
+
 def enqueue(token: str, seconds: float = 0.0) -> None:
-    page = https_get(other(LB), NAME, f"/tasks/{token}/enqueue?seconds={seconds}", cacert=CERT)
-    assert page.status == 202, (page.status, page.body[-500:])
+    status, body = get(f"/tasks/{token}/enqueue?seconds={seconds}")
+    assert status == 202, (status, body[-500:])
 
 
 def runs(token: str) -> list[str]:
-    page = https_get(other(LB), NAME, f"/tasks/{token}", cacert=CERT)
-    assert page.status == 200, (page.status, page.body[-500:])
-    return list(json.loads(page.body)["runs"])
+    status, body = get(f"/tasks/{token}")
+    assert status == 200, (status, body[-500:])
+    return list(json.loads(body)["runs"])
 
 
 def wait_for_runs(tokens: list[str], timeout: float = 90.0) -> dict[str, list[str]]:
@@ -106,14 +124,11 @@ def test_beat_fires_once_per_tick():
     assert hosts <= {"web1", "web2"}, ticks
 
 
-def test_a_rolling_release_under_load_runs_every_task_exactly_once(tmp_path):
-    cafile = tmp_path / "lb.pem"
-    cafile.write_text(other(LB).file(CERT).content_string)
-    lb_address = other(LB).run("hostname -I").stdout.split()[0]
+def test_a_rolling_release_under_load_runs_every_task_exactly_once():
     load = Probe(
         f"https://{NAME}/",
-        connect=f"{lb_address}:443",
-        cacert=str(cafile),
+        connect=f"{BALANCER['address']}:443",
+        cacert=BALANCER["cafile"],
         rate=20,
         max_requests=6000,
         max_seconds=280,
