@@ -6,6 +6,8 @@ import base64
 import os
 import re
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -235,3 +237,22 @@ def copied_inventory(target: Path) -> str:
     source = Path(os.environ["MOLECULE_INVENTORY_FILE"])
     shutil.copytree(source.parent, target, symlinks=False)
     return str(target / source.name)
+
+
+def https_from_controller(
+    address: str, name: str, path: str, cafile: str, timeout: float = 10.0
+) -> tuple[int, dict[str, str], str]:
+    """GET https://<name><path> from the controller, over the network to address:443 (not a
+    host's loopback): status, headers (lower case) and body. TLS verified against cafile."""
+    context = ssl.create_default_context(cafile=cafile)
+    request = f"GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n"
+    raw = socket.create_connection((address, 443), timeout=timeout)
+    with context.wrap_socket(raw, server_hostname=name) as tls:
+        tls.sendall(request.encode())
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+    head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
+    lines = head.split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    return int(lines[0].split()[1]), headers, body

@@ -9,6 +9,8 @@ decides what a host accepts, besides established traffic and loopback:
   no ``lb`` group;
 - the backend port on ``web`` hosts behind balancers, from the ``lb`` hosts only;
 - PostgreSQL on ``db`` hosts, from the ``web`` hosts only;
+- Redis on the ``redis_hosts`` (djdeploy_redis_hosts: empty unless the app uses Redis), from
+  the ``web`` and ``worker`` hosts only;
 - the inventory's ``extra`` rules (e.g. a service of its own).
 
 A rule whose source list ends up empty (say the db host is also the only web host: the app
@@ -51,6 +53,12 @@ options:
     type: int
   db_port:
     description: PostgreSQL's port.
+    type: int
+  redis_hosts:
+    description: The hosts Redis runs on (filter djdeploy_redis_hosts); empty without Redis.
+    type: list
+  redis_port:
+    description: Redis's port.
     type: int
   extra:
     description: Extra rules (app_firewall_allow), each with port, proto and sources.
@@ -138,6 +146,8 @@ def djdeploy_firewall_rules(
     backend_port: Any = 8000,
     db_port: Any = 5432,
     extra: Any = (),
+    redis_hosts: Sequence[str] = (),
+    redis_port: Any = 6379,
 ) -> list[Rule]:
     """The inbound rules of ``host``, in the order they are rendered."""
     lb = list(groups.get("lb") or [])
@@ -159,6 +169,11 @@ def djdeploy_firewall_rules(
     if host in db:
         port = _port(db_port, "postgres port")
         rules.append(_rule("postgresql", "tcp", [port], _hosts_of(web, addresses)))
+    if host in redis_hosts:
+        port = _port(redis_port, "redis_port")
+        # The app and worker hosts; the redis host itself reaches Redis over loopback.
+        remote = [h for h in web + list(groups.get("worker") or []) if h not in redis_hosts]
+        rules.append(_rule("redis", "tcp", [port], _hosts_of(remote, addresses)))
     if isinstance(extra, str) or not isinstance(extra, Sequence):
         raise FirewallError(f"app_firewall_allow: expected a list of rules, got {extra!r}")
     for index, item in enumerate(extra):

@@ -53,7 +53,7 @@ def test_without_tls_remote_hosts_keep_plain_host_lines() -> None:
     assert all(line[-1] == "scram-sha-256" for line in lines)
 
 
-def env_file(tls: bool) -> dict[str, str]:
+def env_file(tls: bool, redis_url: str = "") -> dict[str, str]:
     text = render(
         ROOT / "roles/release/templates/env.j2",
         release_app_name="shop",
@@ -68,6 +68,7 @@ def env_file(tls: bool) -> dict[str, str]:
         release_db_port=5432,
         release_db_tls=tls,
         release_db_ssl_root_cert=CA,
+        release_redis_url=redis_url,
         release_env={},
     )
     pairs = (line.split("=", 1) for line in text.splitlines() if line and line[0] != "#")

@@ -121,3 +121,20 @@ def test_registered_as_a_filter_that_raises_ansible_errors() -> None:
     assert flt("lb", CLUSTER, ADDRESSES)[0]["name"] == "ssh"
     with pytest.raises(AnsibleFilterError, match="app_admin_networks"):
         flt("lb", CLUSTER, ADDRESSES, admin_networks=["nope"])
+
+
+def test_redis_only_on_the_redis_hosts_from_the_app_and_worker_hosts() -> None:
+    groups = {**CLUSTER, "worker": ["worker1"]}
+    addresses = {**ADDRESSES, "worker1": "10.0.0.7"}
+
+    def named(host: str, **kwargs: Any) -> dict[str, Any]:
+        found = firewall.djdeploy_firewall_rules(host, groups, addresses, **kwargs)
+        return {rule["name"]: rule for rule in found}
+
+    assert "redis" not in named("db")  # the app does not use Redis
+    db = named("db", redis_hosts=["db"], redis_port="6380")
+    assert db["redis"]["ports"] == [6380] and not db["redis"]["any"]
+    assert db["redis"]["ipv4"] == ["10.0.0.3/32", "10.0.0.4/32", "10.0.0.7/32"]
+    assert all("redis" not in named(h, redis_hosts=["db"]) for h in ("lb", "web1", "worker1"))
+    # A web host that is the redis host reaches it over loopback: only the other clients.
+    assert named("web1", redis_hosts=["web1"])["redis"]["ipv4"] == ["10.0.0.4/32", "10.0.0.7/32"]

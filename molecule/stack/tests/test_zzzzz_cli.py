@@ -10,8 +10,6 @@ import os
 import pty
 import re
 import select
-import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -24,6 +22,7 @@ from testlib import (
     commit_and_push,
     copied_inventory,
     djdeploy,
+    https_from_controller,
     https_get,
     live_invocation,
     live_release,
@@ -285,44 +284,27 @@ def test_backup_writes_a_dump(host):
     assert host.file(path).user == "postgres"
 
 
-def from_outside(address: str, path: str, cafile: str) -> tuple[int, dict[str, str], str]:
-    """GET https://demo.test<path> from the controller, over the network to the host's address
-    (not loopback): status, headers (lower case) and body."""
-    context = ssl.create_default_context(cafile=cafile)
-    request = f"GET {path} HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n\r\n"
-    raw = socket.create_connection((address, 443), timeout=10)
-    with context.wrap_socket(raw, server_hostname=NAME) as tls:
-        tls.sendall(request.encode())
-        data = b""
-        while chunk := tls.recv(65536):
-            data += chunk
-    head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
-    lines = head.split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
-    return int(lines[0].split()[1]), headers, body
-
-
 def test_maintenance_mode_answers_503_to_clients_but_not_to_checks_or_loopback(host, outside):
     address, cafile = outside
-    assert from_outside(address, "/", cafile)[0] == 200
+    assert https_from_controller(address, NAME, "/", cafile)[0] == 200
 
     run = djdeploy("maintenance", "on")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "maintenance on" in run.stdout
     try:
-        status, headers, body = from_outside(address, "/", cafile)
+        status, headers, body = https_from_controller(address, NAME, "/", cafile)
         assert status == 503, body[-500:]
         assert "Down for maintenance" in body
         assert headers["retry-after"] == "600"
         assert headers["strict-transport-security"].startswith("max-age=")
         # The health check (releases, balancers) and loopback (the host's own checks, an
         # operator on the host) still reach the app.
-        assert from_outside(address, "/healthz", cafile)[0] == 200
+        assert https_from_controller(address, NAME, "/healthz", cafile)[0] == 200
         assert https_get(host, NAME, "/", cacert=CERT).status == 200
     finally:
         off = djdeploy("maintenance", "off", "--json")
     assert as_json(off)["state"] == "off"
-    assert from_outside(address, "/", cafile)[0] == 200
+    assert https_from_controller(address, NAME, "/", cafile)[0] == 200
 
 
 @pytest.fixture

@@ -1,0 +1,119 @@
+"""Redis on the db host (app_redis): the app hosts reach it with the password, nobody else.
+
+Clients speak Redis's protocol over a plain socket with the host's python3 (no client package
+on the app hosts): the connection starts on the scenario's own containers, the real sources
+the firewall and Redis judge. A dropped port gets no answer at all (timeout).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import testinfra
+from testlib import inventory_with, run_playbook
+
+DISTRO = os.environ.get("MOLECULE_DISTRO", "debian12")
+LB, WEB1, WEB2, DB = (f"cluster-{name}-{DISTRO}" for name in ("lb", "web1", "web2", "db"))
+testinfra_hosts = [DB]
+
+APP = "demo"
+ENV_FILE = f"/srv/{APP}/shared/.env"
+PASSWORD = "molecule-redis-password-1"
+PORT = 6379
+
+# Sends the commands (RESP inline form) and prints the server's first reply line of each;
+# "timeout" when nothing answers the connection.
+CLIENT = (
+    "import socket, sys\n"
+    "s = socket.socket(); s.settimeout(3)\n"
+    "try:\n"
+    "    s.connect((sys.argv[1], int(sys.argv[2])))\n"
+    "except socket.timeout:\n"
+    "    print('timeout'); sys.exit(0)\n"
+    "except ConnectionRefusedError:\n"
+    "    print('refused'); sys.exit(0)\n"
+    "f = s.makefile('rb')\n"
+    "for command in sys.argv[3:]:\n"
+    "    s.sendall(command.encode() + b'\\r\\n')\n"
+    "    print(f.readline().decode().strip())\n"
+)
+
+
+def other(name: str) -> Any:
+    return testinfra.get_host(
+        f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"]
+    )
+
+
+def address(name: str) -> str:
+    return other(name).run("hostname -I").stdout.split()[0]
+
+
+def talk(source: str, target: str, *commands: str) -> list[str]:
+    args = " ".join(shlex.quote(c) for c in (address(target), str(PORT), *commands))
+    result = other(source).run(f"python3 -c {shlex.quote(CLIENT)} {args}")
+    assert result.rc == 0, result.stderr
+    return result.stdout.strip().splitlines()
+
+
+def test_app_hosts_need_the_password():
+    assert talk(WEB1, DB, "PING") == ["-NOAUTH Authentication required."]
+    assert talk(WEB1, DB, "AUTH wrong-password-123", "PING")[0].startswith("-WRONGPASS")
+    assert talk(WEB1, DB, f"AUTH {PASSWORD}", "PING") == ["+OK", "+PONG"]
+    assert talk(WEB2, DB, f"AUTH {PASSWORD}", "PING") == ["+OK", "+PONG"]
+
+
+def test_other_hosts_are_dropped_by_the_firewall():
+    assert talk(LB, DB, "PING") == ["timeout"]
+
+
+def test_the_app_gets_redis_url_and_reaches_redis_with_it():
+    web = other(WEB1)
+    env = web.file(ENV_FILE).content_string
+    url = f"redis://:{PASSWORD}@{address(DB)}:{PORT}/0"
+    assert f"REDIS_URL='{url}'" in env
+    # As the app's runtime user, with the environment the app gets (the manage wrapper reads the
+    # env file): the URL's password and host answer PONG.
+    code = (
+        "import os, socket\n"
+        "from urllib.parse import urlsplit\n"
+        "u = urlsplit(os.environ['REDIS_URL'])\n"
+        "s = socket.create_connection((u.hostname, u.port), timeout=5)\n"
+        "s.sendall(f'AUTH {u.password}\\r\\nPING\\r\\n'.encode())\n"
+        "f = s.makefile('rb')\n"
+        "print(f.readline().decode().strip(), f.readline().decode().strip())\n"
+    )
+    result = web.run(f"runuser -u {APP} -- {APP}-manage shell -c {shlex.quote(code)}")
+    assert result.rc == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "+OK +PONG", result.stdout
+
+
+def test_redis_listens_on_loopback_and_the_private_address_only(host):
+    listening = host.run(f"ss -Hltn 'sport = :{PORT}'")
+    assert listening.rc == 0, listening.stderr
+    local = {line.split()[3].rsplit(":", 1)[0] for line in listening.stdout.splitlines()}
+    assert local <= {"127.0.0.1", "[::1]", address(DB)}, local
+    assert {"127.0.0.1", address(DB)} <= local, local
+    # The settings the server runs with (redis-cli as root, authenticated from the drop-in).
+    cli = f"redis-cli --no-auth-warning -a {shlex.quote(PASSWORD)}"
+    mode = host.run(f"{cli} CONFIG GET protected-mode")
+    assert mode.stdout.split() == ["protected-mode", "yes"], mode.stdout + mode.stderr
+    policy = host.run(f"{cli} CONFIG GET maxmemory-policy")
+    assert policy.stdout.split() == ["maxmemory-policy", "noeviction"], policy.stdout
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"app_redis_password": "short"}, "set app_redis_password in the inventory's vault"),
+        ({"app_redis": "maybe"}, "app_redis must be true or false (got 'maybe')"),
+    ],
+)
+def test_bad_redis_settings_fail_in_preflight(tmp_path: Path, values, message):
+    run = run_playbook("playbooks/preflight.yml", inventory=inventory_with(tmp_path, **values))
+    assert run.rc != 0
+    assert message in run.flat, run.output[-2000:]

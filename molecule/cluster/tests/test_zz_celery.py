@@ -1,0 +1,163 @@
+"""Celery on the cluster (issue 10): a worker on each app host, beat as a singleton, Redis on
+the db host as the broker (app_redis), tasks queued over HTTPS through the balancer.
+
+The cluster's copy of the demo app adds celery[redis] (prepare.yml); greetings.tasks.record
+appends one line per run to a Redis list per token, so a task that ran twice shows twice.
+Runs after test_cluster.py's flows (file order) and releases again, under load.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+import testinfra
+from testlib import commit_and_push, https_from_controller, run_playbook
+
+from tools.probe import Probe
+
+DISTRO = os.environ.get("MOLECULE_DISTRO", "debian12")
+LB, WEB1, WEB2, DB = (f"cluster-{name}-{DISTRO}" for name in ("lb", "web1", "web2", "db"))
+testinfra_hosts = [LB]
+
+APP = "demo"
+NAME = "demo.test"
+CERT = f"/etc/ssl/djdeploy/{APP}/fullchain.pem"
+REDIS_PASSWORD = "molecule-redis-password-1"
+# Tasks queued during a release: one every ENQUEUE_EVERY seconds, each working TASK_SECONDS,
+# at most ENQUEUE_MAX of them (bounded in count and time).
+ENQUEUE_EVERY = 0.5
+ENQUEUE_MAX = 400
+TASK_SECONDS = 1.0
+
+
+def other(name: str) -> Any:
+    return testinfra.get_host(
+        f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"]
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def balancer(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Requests go from the controller to the balancer's address, as a browser's would."""
+    cafile = tmp_path_factory.mktemp("tls") / "lb.pem"
+    cafile.write_text(other(LB).file(CERT).content_string)
+    BALANCER["address"] = other(LB).run("hostname -I").stdout.split()[0]
+    BALANCER["cafile"] = str(cafile)
+
+
+BALANCER: dict[str, str] = {}
+
+
+def get(path: str) -> tuple[int, str]:
+    status, _, body = https_from_controller(BALANCER["address"], NAME, path, BALANCER["cafile"])
+    return status, body
+
+
+def enqueue(token: str, seconds: float = 0.0) -> None:
+    status, body = get(f"/tasks/{token}/enqueue?seconds={seconds}")
+    assert status == 202, (status, body[-500:])
+
+
+def runs(token: str) -> list[str]:
+    status, body = get(f"/tasks/{token}")
+    assert status == 200, (status, body[-500:])
+    return list(json.loads(body)["runs"])
+
+
+def wait_for_runs(tokens: list[str], timeout: float = 90.0) -> dict[str, list[str]]:
+    """Every token's runs once each has at least one (bounded), then a moment more so a
+    second run would show too."""
+    deadline = time.monotonic() + timeout
+    found: dict[str, list[str]] = {}
+    while time.monotonic() < deadline:
+        found = {t: runs(t) for t in tokens}
+        if all(found.values()):
+            break
+        time.sleep(1)
+    time.sleep(3)
+    return {t: runs(t) for t in tokens}
+
+
+def redis_list(key: str) -> list[str]:
+    out = other(DB).run(f"redis-cli --no-auth-warning -a {REDIS_PASSWORD} lrange {key} 0 -1")
+    assert out.rc == 0, out.stderr
+    return out.stdout.split("\n")[:-1] if out.stdout else []
+
+
+def test_a_task_queued_over_https_runs_once_on_a_worker():
+    token = f"t-{uuid.uuid4().hex[:10]}"
+    enqueue(token)
+    found = wait_for_runs([token])[token]
+    assert len(found) == 1, found
+    host = found[0].split(":")[0]
+    assert host in ("web1", "web2"), found
+
+
+def test_workers_on_each_app_host_and_beat_on_one():
+    for name in (WEB1, WEB2):
+        assert other(name).service(f"{APP}-worker@1.service").is_running
+    assert other(WEB1).service(f"{APP}-beat@1.service").is_running
+    assert not other(WEB2).service(f"{APP}-beat@1.service").is_running
+    assert (
+        not other(WEB2)
+        .file(f"/etc/systemd/system/multi-user.target.wants/{APP}-beat@1.service")
+        .exists
+    )
+
+
+def test_beat_fires_once_per_tick():
+    before = len(redis_list("demo:ticks"))
+    time.sleep(16)
+    ticks = redis_list("demo:ticks")[before:]
+    assert len(ticks) >= 2, ticks
+    times = [float(t.split()[0]) for t in ticks]
+    hosts = {t.split()[1] for t in ticks}
+    # One beat: ticks 5 s apart, never two for one slot (two beats would send each twice).
+    assert all(b - a > 3.0 for a, b in itertools.pairwise(times)), ticks
+    assert hosts <= {"web1", "web2"}, ticks
+
+
+def test_a_rolling_release_under_load_runs_every_task_exactly_once():
+    load = Probe(
+        f"https://{NAME}/",
+        connect=f"{BALANCER['address']}:443",
+        cacert=BALANCER["cafile"],
+        rate=20,
+        max_requests=6000,
+        max_seconds=280,
+    ).start()
+    tokens: list[str] = []
+    stop = threading.Event()
+
+    def producer() -> None:
+        for _ in range(ENQUEUE_MAX):
+            if stop.is_set():
+                return
+            token = f"r-{uuid.uuid4().hex[:10]}"
+            enqueue(token, TASK_SECONDS)
+            tokens.append(token)
+            time.sleep(ENQUEUE_EVERY)
+
+    thread = threading.Thread(target=producer, daemon=True)
+    thread.start()
+    commit_and_push(other(DB), "echo celery >> CHANGES.txt", "celery release", app=APP)
+    run = run_playbook("playbooks/release.yml")
+    stop.set()
+    thread.join(timeout=60)
+    report = load.stop()
+    assert run.rc == 0, run.output[-3000:]
+    assert report["failed"] == 0, {k: report[k] for k in ("sent", "failed", "status", "errors")}
+    assert len(tokens) > 20, tokens
+    found = wait_for_runs(tokens, timeout=180)
+    counts = {t: len(r) for t, r in found.items()}
+    assert all(c == 1 for c in counts.values()), {t: r for t, r in found.items() if len(r) != 1}
+    # Tasks ran on the old and on the new release.
+    releases = {r[0].rsplit(":", 1)[1] for r in found.values()}
+    assert len(releases) >= 2, releases
