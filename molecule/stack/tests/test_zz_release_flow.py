@@ -36,8 +36,9 @@ def assert_serving(host, release):
         ("app_ref=no-such-branch", "the ref 'no-such-branch' does not exist"),
         ("app_repo=/srv/git/missing.git", "cannot read the git repository '/srv/git/missing.git'"),
         ("app_secret_key=too-short", "app_secret_key must be at least 50 characters"),
+        ("app_server=foo", "app_server must be wsgi or asgi (got 'foo')"),
     ],
-    ids=["unknown-ref", "missing-repository", "short-secret"],
+    ids=["unknown-ref", "missing-repository", "short-secret", "unknown-app-server"],
 )
 def test_bad_input_fails_clearly_and_keeps_serving(host, extra, message):
     before = live(host)
@@ -142,7 +143,7 @@ class Migration(migrations.Migration):
     ("change", "messages"),
     [
         (
-            "echo 'raise RuntimeError(\"boot fails on purpose\")' >> demo/wsgi.py",
+            "echo 'raise RuntimeError(\"boot fails on purpose\")' >> demo/asgi.py",
             ["did not start or answer /healthz with 200", "boot fails on purpose"],
         ),
         (
