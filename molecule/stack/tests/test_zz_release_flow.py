@@ -211,7 +211,8 @@ def test_rollback_past_a_migration_is_refused_unless_allowed(host):
 
 LEGACY = (
     '{"app_name": "legacy", "app_server_names": ["legacy.test"], '
-    '"app_repo": "/srv/git/legacy.git", "app_wsgi_module": "legacysite.wsgi:application", '
+    '"app_repo": "/srv/git/legacy.git", "app_server": "wsgi", '
+    '"app_wsgi_module": "legacysite.wsgi:application", '
     '"app_settings_module": "legacysite.settings", "app_settings_overlay": true, '
     '"app_python_path": ["src"], "app_db_password": "legacy-db-password-1"}'
 )
