@@ -138,6 +138,40 @@ def test_https_proxied_to_the_app_with_forwarded_headers(host, name):
     assert response.header("Strict-Transport-Security") == HSTS
 
 
+UPGRADE = ["--http1.1", "-H", "Upgrade: websocket", "-H", "Connection: Upgrade"]
+
+
+@pytest.mark.parametrize("path", ["/ws/chat", "/live/feed"])
+def test_websocket_paths_pass_the_upgrade_to_the_app(host, path):
+    response = curl(host, f"https://shop.test{path}", *UPGRADE)
+    assert response.status == 200
+    headers = response.json()["headers"]
+    assert headers["Upgrade"] == "websocket"
+    assert headers["Connection"] == "upgrade"
+    assert headers["X-Forwarded-Proto"] == "https"
+    assert headers["X-Forwarded-For"] == "127.0.0.1"
+    assert response.header("Strict-Transport-Security") == HSTS
+    # A plain request on a websocket path is not upgraded.
+    plain = curl(host, f"https://shop.test{path}", "--http1.1").json()["headers"]
+    assert "Upgrade" not in plain
+    assert plain["Connection"] == "close"
+
+
+def test_other_paths_do_not_pass_the_upgrade(host):
+    headers = curl(host, "https://shop.test/chat", *UPGRADE).json()["headers"]
+    assert "Upgrade" not in headers
+    assert headers["Connection"] == "close"
+
+
+def test_websocket_locations_have_the_long_timeout_and_the_map_is_defined_once(host):
+    vhost = host.file("/etc/nginx/sites-available/shop.conf").content_string
+    assert vhost.count("proxy_read_timeout 3600s;") == 2  # /ws/ and /live/
+    assert vhost.count("proxy_read_timeout 60s;") == 1  # everything else
+    # Both apps have websockets; the map is host-wide, in one file.
+    maps = host.run("grep -rl 'map $http_upgrade' /etc/nginx/").stdout.split()
+    assert maps == ["/etc/nginx/conf.d/djdeploy-websocket.conf"]
+
+
 def test_http2_is_negotiated(host):
     response = curl(host, "https://shop.test/", "--http2")
     assert response.version == "HTTP/2"

@@ -36,8 +36,9 @@ def assert_serving(host, release):
         ("app_ref=no-such-branch", "the ref 'no-such-branch' does not exist"),
         ("app_repo=/srv/git/missing.git", "cannot read the git repository '/srv/git/missing.git'"),
         ("app_secret_key=too-short", "app_secret_key must be at least 50 characters"),
+        ("app_server=foo", "app_server must be wsgi or asgi (got 'foo')"),
     ],
-    ids=["unknown-ref", "missing-repository", "short-secret"],
+    ids=["unknown-ref", "missing-repository", "short-secret", "unknown-app-server"],
 )
 def test_bad_input_fails_clearly_and_keeps_serving(host, extra, message):
     before = live(host)
@@ -142,7 +143,7 @@ class Migration(migrations.Migration):
     ("change", "messages"),
     [
         (
-            "echo 'raise RuntimeError(\"boot fails on purpose\")' >> demo/wsgi.py",
+            "echo 'raise RuntimeError(\"boot fails on purpose\")' >> demo/asgi.py",
             ["did not start or answer /healthz with 200", "boot fails on purpose"],
         ),
         (
@@ -210,7 +211,8 @@ def test_rollback_past_a_migration_is_refused_unless_allowed(host):
 
 LEGACY = (
     '{"app_name": "legacy", "app_server_names": ["legacy.test"], '
-    '"app_repo": "/srv/git/legacy.git", "app_wsgi_module": "legacysite.wsgi:application", '
+    '"app_repo": "/srv/git/legacy.git", "app_server": "wsgi", '
+    '"app_wsgi_module": "legacysite.wsgi:application", '
     '"app_settings_module": "legacysite.settings", "app_settings_overlay": true, '
     '"app_python_path": ["src"], "app_db_password": "legacy-db-password-1", '
     # The demo app's commands, processes and schedules (the stack inventory) are not legacy's.

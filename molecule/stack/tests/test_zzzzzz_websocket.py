@@ -1,0 +1,161 @@
+"""Websockets of the ASGI demo app (app_server: asgi) through nginx over verified TLS, and what a
+release does to them: the open one on the old color is closed after the drain, a reconnect
+reaches the new release, and HTTP keeps answering throughout.
+
+The client is the `websockets` package of the app's venv (the release installs it with the
+uvicorn worker), run inside the host against its own nginx (127.0.0.1:443, SNI demo.test).
+These tests release the demo app, so they run last (file order).
+"""
+
+import json
+import time
+
+from testlib import commit_and_push, live_release, run_playbook, write_file
+
+APP = "demo"
+NAME = "demo.test"
+CERT = f"/etc/ssl/djdeploy/{APP}/fullchain.pem"
+CLIENT = "/root/djdeploy-ws-client.py"
+HOLD_OUT = "/root/djdeploy-ws-hold.json"
+LOAD_OUT = "/root/djdeploy-ws-load.txt"
+LOAD_STOP = "/root/djdeploy-ws-load.stop"
+
+LOAD_SCRIPT = "/root/djdeploy-ws-load.sh"
+LOAD_CODE = f"""i=0
+while [ ! -e {LOAD_STOP} ] && [ $i -lt 3000 ]; do
+    curl -s -o /dev/null -w '%{{http_code}}\\n' --max-time 10 --cacert {CERT} \\
+        --resolve {NAME}:443:127.0.0.1 https://{NAME}/healthz
+    i=$((i + 1))
+done
+"""
+
+CLIENT_CODE = f"""
+import json, socket, ssl, sys, time
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+context = ssl.create_default_context(cafile={CERT!r})
+sock = socket.create_connection(("127.0.0.1", 443), timeout=10)
+with connect(
+    "wss://{NAME}/ws/echo/", sock=sock, ssl=context, server_hostname={NAME!r}, open_timeout=10
+) as ws:
+    result = {{"greeting": ws.recv(timeout=10)}}
+    ws.send("ping through nginx")
+    result["echo"] = ws.recv(timeout=10)
+    if sys.argv[1] == "hold":
+        print(json.dumps(result), flush=True)
+        start = time.monotonic()
+        try:
+            result["unexpected"] = ws.recv(timeout=float(sys.argv[2]))
+        except TimeoutError:
+            result["close"] = "none: still open after the wait"
+        except ConnectionClosed as exc:
+            result["close"] = exc.rcvd.code if exc.rcvd else "no close frame"
+        result["waited"] = round(time.monotonic() - start, 1)
+print(json.dumps(result), flush=True)
+"""
+
+
+def venv_python(host) -> str:
+    """The interpreter of the live release's venv (a fixed path: later releases may move it)."""
+    return host.check_output(f"readlink -f /srv/{APP}/current/.djdeploy-venv") + "/bin/python"
+
+
+def echo(host, python: str) -> dict:
+    result = host.run(f"{python} {CLIENT} echo")
+    assert result.rc == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def release_id(release: str) -> str:
+    return release.rsplit("/", 1)[-1]
+
+
+def wait_for(predicate, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"waited {seconds} s for {what}")
+
+
+def test_asgi_app_runs_uvicorn_workers_and_the_wsgi_app_beside_it_does_not(host):
+    demo = host.file(f"/etc/djdeploy/{APP}/gunicorn.conf.py").content_string
+    assert 'worker_class = "uvicorn_worker.UvicornWorker"' in demo
+    assert "threads =" not in demo
+    vhost = host.file(f"/etc/nginx/sites-available/{APP}.conf").content_string
+    assert "location ^~ /ws/ {" in vhost
+    assert "proxy_set_header Connection $djdeploy_connection_upgrade;" in vhost
+    # The second app of the stack (test_zz_release_flow) stays on WSGI: sync workers, no
+    # websocket location.
+    legacy = host.file("/etc/djdeploy/legacy/gunicorn.conf.py").content_string
+    assert 'worker_class = "sync"' in legacy
+    legacy_vhost = host.file("/etc/nginx/sites-available/legacy.conf").content_string
+    assert "location ^~ /ws/" not in legacy_vhost
+
+
+def test_websocket_echo_through_nginx_over_tls(host):
+    host.run_expect([0], write_file(CLIENT, CLIENT_CODE))
+    answer = echo(host, venv_python(host))
+    assert answer == {
+        "greeting": f"hello from {release_id(live_release(host, APP))}",
+        "echo": "ping through nginx",
+    }
+
+
+def test_release_closes_the_old_colors_websocket_and_a_reconnect_reaches_the_new_one(host):
+    before = live_release(host, APP)
+    python = venv_python(host)
+    host.run(f"rm -f {HOLD_OUT} {LOAD_OUT} {LOAD_STOP}")
+    # A websocket held open across the release (at most 300 s), and HTTP requests in a loop
+    # (bounded: until the stop file, at most 3000 requests).
+    hold = host.run(
+        f"systemd-run --unit=djdeploy-ws-hold --collect -p StandardOutput=file:{HOLD_OUT}"
+        f" {python} {CLIENT} hold 300"
+    )
+    assert hold.rc == 0, hold.stderr
+    host.run_expect([0], write_file(LOAD_SCRIPT, LOAD_CODE))
+    load = host.run(
+        f"systemd-run --unit=djdeploy-ws-load --collect -p StandardOutput=file:{LOAD_OUT}"
+        f" /bin/bash {LOAD_SCRIPT}"
+    )
+    assert load.rc == 0, load.stderr
+    opened = wait_for(
+        lambda: host.run(f"head -n 1 {HOLD_OUT}").stdout.strip(), 30, "the websocket to open"
+    )
+    assert json.loads(opened)["greeting"] == f"hello from {release_id(before)}"
+
+    sha = commit_and_push(host, "echo websocket >> CHANGES.txt", "websocket release")
+    try:
+        run = run_playbook("playbooks/release.yml")
+        assert run.rc == 0, run.output[-3000:]
+        after = live_release(host, APP)
+        assert after.endswith(sha[:8]) and after != before
+
+        # The websocket on the old color was closed by its server (uvicorn: 1012, service
+        # restart) when the old color stopped after the drain; it did not hang.
+        closed = wait_for(
+            lambda: host.run(f"sed -n 2p {HOLD_OUT}").stdout.strip(), 60, "the websocket to close"
+        )
+        outcome = json.loads(closed)
+        assert outcome["close"] == 1012, outcome
+        assert "unexpected" not in outcome, outcome
+
+        # A reconnect reaches the new release.
+        answer = echo(host, python)
+        assert answer["greeting"] == f"hello from {release_id(after)}"
+        assert answer["echo"] == "ping through nginx"
+    finally:
+        host.run(f"touch {LOAD_STOP}")
+        wait_for(
+            lambda: host.run("systemctl is-active djdeploy-ws-load").stdout.strip() != "active",
+            30,
+            "the load loop to stop",
+        )
+        host.run("systemctl stop djdeploy-ws-hold")
+    codes = host.file(LOAD_OUT).content_string.split()
+    assert len(codes) > 10, codes
+    failed = [code for code in codes if code != "200"]
+    assert failed == [], f"{len(failed)} of {len(codes)} HTTP requests failed during the release"
