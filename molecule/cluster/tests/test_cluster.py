@@ -7,12 +7,11 @@ certificate. The flows at the end change the deployment, so they run last and in
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-import testinfra
+from clusterlib import APP, CERT, DB, LB, NAME, WEB1, WEB2, WEBS, other
 from testlib import (
     ADD_NOTE,
     REMOVE_NOTE,
@@ -27,25 +26,13 @@ from testlib import (
 
 from tools.probe import Probe
 
-DISTRO = os.environ.get("MOLECULE_DISTRO", "debian12")
-LB, WEB1, WEB2, DB = (f"cluster-{name}-{DISTRO}" for name in ("lb", "web1", "web2", "db"))
-WEBS = (WEB1, WEB2)
 testinfra_hosts = [LB]
 
-APP = "demo"
-NAME = "demo.test"
-CERT = f"/etc/ssl/djdeploy/{APP}/fullchain.pem"
 BACKENDS = f"/etc/nginx/djdeploy/{APP}/backends"
 # Load during releases: steady, bounded in count and time (a test, not the benchmark).
 PROBE_RATE = 20
 PROBE_MAX_REQUESTS = 6000
 PROBE_MAX_SECONDS = 280
-
-
-def other(name: str) -> Any:
-    return testinfra.get_host(
-        f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"]
-    )
 
 
 def live(name: str) -> str:

@@ -6,32 +6,19 @@ The connections start on the app hosts as the app's runtime user, with the relea
 
 from __future__ import annotations
 
-import os
 import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
-import testinfra
+from clusterlib import APP, CERT, DB, LB, NAME, WEBS, other
 from testlib import https_get, inventory_with, run_playbook
 
-DISTRO = os.environ.get("MOLECULE_DISTRO", "debian12")
-LB, WEB1, WEB2, DB = (f"cluster-{name}-{DISTRO}" for name in ("lb", "web1", "web2", "db"))
-WEBS = (WEB1, WEB2)
 testinfra_hosts = [LB]
 
-APP = "demo"
-NAME = "demo.test"
-CERT = f"/etc/ssl/djdeploy/{APP}/fullchain.pem"
 TLS_DIR = "/etc/ssl/djdeploy/postgres"
 CA = f"{TLS_DIR}/ca.crt"
 ENV_FILE = f"/srv/{APP}/shared/.env"
-
-
-def other(name: str) -> Any:
-    return testinfra.get_host(
-        f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"]
-    )
 
 
 def as_app(web: Any, code: str) -> Any:

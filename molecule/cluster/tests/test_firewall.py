@@ -7,13 +7,9 @@ deny (403).
 
 from __future__ import annotations
 
-import os
-
 import pytest
-import testinfra
+from clusterlib import DB, LB, WEB1, WEB2, address, other
 
-DISTRO = os.environ.get("MOLECULE_DISTRO", "debian12")
-LB, WEB1, WEB2, DB = (f"cluster-{name}-{DISTRO}" for name in ("lb", "web1", "web2", "db"))
 testinfra_hosts = [LB]
 
 PROBE = (
@@ -26,16 +22,6 @@ PROBE = (
     "except ConnectionRefusedError:\n"
     '    print("refused")\' {address} {port}'
 )
-
-
-def other(name: str):
-    return testinfra.get_host(
-        f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"]
-    )
-
-
-def address(name: str) -> str:
-    return other(name).run("hostname -I").stdout.split()[0]
 
 
 def reach(source: str, target: str, port: int) -> str:

@@ -7,20 +7,15 @@ the firewall and Redis judge. A dropped port gets no answer at all (timeout).
 
 from __future__ import annotations
 
-import os
 import shlex
 from pathlib import Path
-from typing import Any
 
 import pytest
-import testinfra
+from clusterlib import APP, DB, LB, WEB1, WEB2, address, other
 from testlib import inventory_with, run_playbook
 
-DISTRO = os.environ.get("MOLECULE_DISTRO", "debian12")
-LB, WEB1, WEB2, DB = (f"cluster-{name}-{DISTRO}" for name in ("lb", "web1", "web2", "db"))
 testinfra_hosts = [DB]
 
-APP = "demo"
 ENV_FILE = f"/srv/{APP}/shared/.env"
 PASSWORD = "molecule-redis-password-1"
 PORT = 6379
@@ -41,16 +36,6 @@ CLIENT = (
     "    s.sendall(command.encode() + b'\\r\\n')\n"
     "    print(f.readline().decode().strip())\n"
 )
-
-
-def other(name: str) -> Any:
-    return testinfra.get_host(
-        f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"]
-    )
-
-
-def address(name: str) -> str:
-    return other(name).run("hostname -I").stdout.split()[0]
 
 
 def talk(source: str, target: str, *commands: str) -> list[str]:

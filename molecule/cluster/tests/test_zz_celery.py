@@ -10,37 +10,24 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import threading
 import time
 import uuid
-from typing import Any
 
 import pytest
-import testinfra
+from clusterlib import APP, CERT, DB, LB, NAME, WEB1, WEB2, other
 from testlib import commit_and_push, https_from_controller, run_playbook
 
 from tools.probe import Probe
 
-DISTRO = os.environ.get("MOLECULE_DISTRO", "debian12")
-LB, WEB1, WEB2, DB = (f"cluster-{name}-{DISTRO}" for name in ("lb", "web1", "web2", "db"))
 testinfra_hosts = [LB]
 
-APP = "demo"
-NAME = "demo.test"
-CERT = f"/etc/ssl/djdeploy/{APP}/fullchain.pem"
 REDIS_PASSWORD = "molecule-redis-password-1"
 # Tasks queued during a release: one every ENQUEUE_EVERY seconds, each working TASK_SECONDS,
 # at most ENQUEUE_MAX of them (bounded in count and time).
 ENQUEUE_EVERY = 0.5
 ENQUEUE_MAX = 400
 TASK_SECONDS = 1.0
-
-
-def other(name: str) -> Any:
-    return testinfra.get_host(
-        f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"]
-    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -124,7 +111,9 @@ def test_beat_fires_once_per_tick():
     assert hosts <= {"web1", "web2"}, ticks
 
 
-def test_a_rolling_release_under_load_runs_every_task_exactly_once():
+def switch_with_tasks_queued(playbook: str, *args: str) -> dict[str, list[str]]:
+    """Run a release or rollback playbook under HTTP load while tasks are queued the whole
+    time; every request answered, then each task's runs."""
     load = Probe(
         f"https://{NAME}/",
         connect=f"{BALANCER['address']}:443",
@@ -147,17 +136,45 @@ def test_a_rolling_release_under_load_runs_every_task_exactly_once():
 
     thread = threading.Thread(target=producer, daemon=True)
     thread.start()
-    commit_and_push(other(DB), "echo celery >> CHANGES.txt", "celery release", app=APP)
-    run = run_playbook("playbooks/release.yml")
+    run = run_playbook(playbook, *args)
     stop.set()
     thread.join(timeout=60)
     report = load.stop()
     assert run.rc == 0, run.output[-3000:]
     assert report["failed"] == 0, {k: report[k] for k in ("sent", "failed", "status", "errors")}
     assert len(tokens) > 20, tokens
-    found = wait_for_runs(tokens, timeout=180)
-    counts = {t: len(r) for t, r in found.items()}
-    assert all(c == 1 for c in counts.values()), {t: r for t, r in found.items() if len(r) != 1}
+    return wait_for_runs(tokens, timeout=180)
+
+
+def exactly_once(found: dict[str, list[str]]) -> None:
+    twice_or_never = {t: r for t, r in found.items() if len(r) != 1}
+    assert not twice_or_never, twice_or_never
+
+
+def test_a_rolling_release_under_load_runs_every_task_exactly_once():
+    commit_and_push(other(DB), "echo celery >> CHANGES.txt", "celery release", app=APP)
+    found = switch_with_tasks_queued("playbooks/release.yml")
+    exactly_once(found)
     # Tasks ran on the old and on the new release.
     releases = {r[0].rsplit(":", 1)[1] for r in found.values()}
     assert len(releases) >= 2, releases
+
+
+def test_a_rollback_under_load_runs_every_task_exactly_once():
+    found = switch_with_tasks_queued("playbooks/rollback.yml")
+    exactly_once(found)
+    releases = {r[0].rsplit(":", 1)[1] for r in found.values()}
+    assert len(releases) >= 2, releases
+    for name in (WEB1, WEB2):
+        assert other(name).service(f"{APP}-worker@1.service").is_running
+
+
+def test_the_schedule_runs_on_the_first_app_host_only():
+    timer = f"{APP}-tick.timer"
+    assert other(WEB1).service(timer).is_enabled
+    assert other(WEB1).service(timer).is_running
+    assert not other(WEB2).file(f"/etc/systemd/system/{timer}").exists
+    started = other(WEB1).run(f"systemctl start {APP}-tick.service")  # oneshot: waits
+    assert started.rc == 0, started.stderr
+    assert other(WEB1).file(f"/srv/{APP}/shared/media/ticks.txt").exists
+    assert not other(WEB2).file(f"/srv/{APP}/shared/media/ticks.txt").exists

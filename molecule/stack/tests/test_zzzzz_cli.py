@@ -99,6 +99,20 @@ def test_release_of_a_commit_by_its_sha(host):
     assert banner(host) == ""
 
 
+def test_rollback_to_the_previous_release_and_forward_again(host):
+    banner_release = live_release(host, APP)
+    previous = host.file(f"/srv/{APP}/previous").linked_to
+    data = as_json(djdeploy("rollback", "--json"))
+    assert data["report"]["summary"][0].startswith(f"rollback of {APP}: "), data
+    assert live_release(host, APP) == previous
+    # The previous release has no banner view: no header at all.
+    assert banner(host) is None
+    run = djdeploy("rollback", banner_release.rsplit("/", 1)[-1])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert live_release(host, APP) == banner_release
+    assert banner(host) == ""
+
+
 def test_run_prints_from_the_live_release_as_the_runtime_user(host):
     release = live_release(host, APP)
     env_file = host.file(f"{release}/.djdeploy.env").content_string
@@ -276,12 +290,26 @@ def test_restart_switches_colors_on_the_same_release(host, outside):
     assert https_get(host, NAME, "/", cacert=CERT).status == 200
 
 
-def test_backup_writes_a_dump(host):
+def test_backup_writes_a_dump_and_restore_brings_it_back(host):
     files = as_json(djdeploy("backup", "--json"))["files"]
     (path,) = files.values()
     assert re.fullmatch(rf"/var/backups/djdeploy/{APP}/\d{{8}}T\d{{6}}Z-manual\.dump", path), path
     assert host.file(path).exists
     assert host.file(path).user == "postgres"
+    # A row written after the dump is gone once the dump is restored.
+    marker = f"after-backup-{uuid.uuid4().hex[:8]}"
+    model = "from greetings.models import Greeting; "
+    count = model + f"print(Greeting.objects.filter(text='{marker}').count())"
+    run = djdeploy("run", "--", "shell", "-c", model + f"Greeting.objects.create(text='{marker}')")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert djdeploy("run", "--", "shell", "-c", count).stdout.strip() == "1"
+    refused = djdeploy("restore", path.rsplit("/", 1)[-1], "--confirm", "not-the-db")
+    assert refused.returncode != 0
+    assert djdeploy("run", "--", "shell", "-c", count).stdout.strip() == "1"
+    run = djdeploy("restore", path.rsplit("/", 1)[-1], "--confirm", APP)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert djdeploy("run", "--", "shell", "-c", count).stdout.strip() == "0"
+    assert https_get(host, NAME, "/", cacert=CERT).status == 200
 
 
 def test_maintenance_mode_answers_503_to_clients_but_not_to_checks_or_loopback(host, outside):
