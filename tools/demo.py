@@ -173,6 +173,16 @@ def check_url() -> None:
         sys.exit(f"demo: {URL} answered {out.stdout or out.stderr.strip()}, expected 200")
 
 
+def show_processes(name: str = NAME) -> None:
+    """Print the app's units besides web: its processes and its schedules' timers."""
+    for what, argv in (
+        ("processes", ["systemctl", "list-units", "--no-legend", "--plain", "demo-*@*.service"]),
+        ("schedules", ["systemctl", "list-timers", "--no-legend", "demo-*.timer"]),
+    ):
+        out = sh("docker", "exec", name, *argv, check=False, capture=True).stdout
+        print(f"demo: {what}:\n" + (out.strip() or "(none)"))
+
+
 def up() -> int:
     STATE.mkdir(parents=True, exist_ok=True)
     fresh = not container_running()
@@ -188,6 +198,7 @@ def up() -> int:
     if subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode != 0:
         return 1
     check_url()
+    show_processes()
     print(f"\ndemo: the demo app answers at {URL} (self-signed certificate: {STATE / 'demo.crt'})")
     print("demo: `make demo-down` removes it")
     return 0

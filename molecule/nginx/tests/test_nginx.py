@@ -138,6 +138,18 @@ def test_https_proxied_to_the_app_with_forwarded_headers(host, name):
     assert response.header("Strict-Transport-Security") == HSTS
 
 
+def test_site_wide_policies_on_the_apps_answers_only(host):
+    csp = "default-src 'self'; img-src 'self' data:"
+    page = curl(host, "https://shop.test/hello")
+    assert page.header("Content-Security-Policy") == csp
+    assert page.header("Permissions-Policy") == "camera=(), microphone=()"
+    assert page.header("Strict-Transport-Security") == HSTS
+    # The other app sets none.
+    blog = curl(host, "https://blog.test/hello", cacert=BLOG_CERT)
+    assert blog.header("Content-Security-Policy") is None
+    assert blog.header("Permissions-Policy") is None
+
+
 UPGRADE = ["--http1.1", "-H", "Upgrade: websocket", "-H", "Connection: Upgrade"]
 
 
