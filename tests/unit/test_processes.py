@@ -395,13 +395,7 @@ def test_the_switch_moves_processes_after_the_public_check_and_reverts_on_failur
 ) -> None:
     from . import test_switch_module as tsm
 
-    root = tmp_path / "srv/demo"
-    for release in (OLD, NEW):
-        (root / "releases" / release).mkdir(parents=True)
-    (root / "colors").mkdir()
-    (root / "colors/blue").symlink_to(root / "releases" / OLD)
-    (root / "current").symlink_to(root / "releases" / OLD)
-    (root / "live-color").write_text("blue\n")
+    root = tsm.make_app_root(tmp_path, OLD, NEW)
     upstream = tmp_path / "upstream.conf"
     upstream.write_text(
         tsm.sw.upstream_text("demo_app", "/run/demo/gunicorn-blue.sock", "blue", "demo")

@@ -103,16 +103,21 @@ class FakeHost:
         return [c for c in self.calls if c[: len(prefix)] == prefix]
 
 
-@pytest.fixture
-def app_root(tmp_path: Path) -> Path:
+def make_app_root(tmp_path: Path, old: str = OLD, new: str = NEW) -> Path:
+    """An app tree with releases old and new, old live on blue."""
     root = tmp_path / "srv/demo"
-    for release in (OLD, NEW):
+    for release in (old, new):
         (root / "releases" / release).mkdir(parents=True)
     (root / "colors").mkdir()
-    (root / "colors/blue").symlink_to(root / "releases" / OLD)
-    (root / "current").symlink_to(root / "releases" / OLD)
+    (root / "colors/blue").symlink_to(root / "releases" / old)
+    (root / "current").symlink_to(root / "releases" / old)
     (root / "live-color").write_text("blue\n")
     return root
+
+
+@pytest.fixture
+def app_root(tmp_path: Path) -> Path:
+    return make_app_root(tmp_path)
 
 
 @pytest.fixture
