@@ -1,6 +1,7 @@
 """Run the whole test suite: lint, unit tests, then every Molecule scenario on each distro.
 
-Prints the time each step took and ends with one line: ``N passed, N failed``.
+Prints the time each step took, what failed in a failed step (a digest of its log), and ends
+with one line: ``N passed, N failed``.
 
 Usage: python -m tools.run_tests [--distro debian12 ...] [--scenario base ...] [--skip-lint]
                                  [--jobs N]
@@ -105,6 +106,26 @@ def run_step(name: str, cmd: list[str], env: dict[str, str] | None = None) -> St
     return Step(name, ok, seconds, log)
 
 
+# Lines of a failed step's log that say what failed: pytest's short summary, Ansible's
+# fatal task results, Molecule's own errors.
+_DIGEST_MARKS = ("FAILED ", "ERROR ", "fatal: [", "failed: [", "CRITICAL ", "E   ")
+
+
+def failure_digest(log: Path, limit: int = 12, width: int = 300) -> list[str]:
+    """The few lines of a failed step's log that name what failed, for the run's last
+    screen (a CI keeps only the end of the output; the full log stays in .cache/test-logs).
+
+    pytest's ``FAILED``/``ERROR`` summary lines come first, then Ansible's fatal results and
+    Molecule's errors, then assertion lines, each cut to ``width`` characters."""
+    lines = log.read_text(errors="replace").splitlines()
+    picked: list[str] = []
+    for marks in (("FAILED ", "ERROR "), ("fatal: [", "failed: [", "CRITICAL "), ("E   ",)):
+        for line in lines:
+            if line.startswith(marks) and line not in picked:
+                picked.append(line)
+    return [line[:width] for line in picked[:limit]]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run lint, unit tests and Molecule scenarios")
     parser.add_argument("--distro", action="append", choices=sorted(DISTROS))
@@ -152,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\nSummary (seconds):")
     for step in steps:
         print(f"  {'PASS' if step.ok else 'FAIL'}  {step.seconds:7.0f}  {step.name}")
+    for step in steps:
+        if not step.ok and step.log is not None:
+            print(f"\nWhat failed in {step.name} ({step.log.relative_to(ROOT)}):")
+            print("\n".join(f"  {line}" for line in failure_digest(step.log)) or "  (no marker)")
     passed = sum(step.ok for step in steps)
     failed = len(steps) - passed
     print(f"{passed} passed, {failed} failed")
