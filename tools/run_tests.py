@@ -29,6 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from tools.images import DISTROS
 
@@ -87,28 +88,46 @@ def molecule_env(scenario: str, distro: str) -> dict[str, str]:
     )
 
 
+# Lines of a step's log that get the time since the step started, so a log shows where a
+# scenario spends its time: Molecule's phases and Ansible's tasks and plays.
+_TIMED = ("TASK [", "PLAY [", "RUNNING HANDLER [", "PLAY RECAP", "INFO     [")
+
+
+def copy_timed(stream: IO[str], handle: IO[str], start: float) -> None:
+    """Copy a step's output into its log, stamping the phase, play and task lines with the
+    seconds since ``start`` (``[+  12.3s] TASK [...]``); other lines stay as they are."""
+    for line in stream:
+        if line.startswith(_TIMED):
+            line = f"[+{time.monotonic() - start:7.1f}s] {line}"
+        handle.write(line)
+
+
 def run_step(name: str, cmd: list[str], env: dict[str, str] | None = None) -> Step:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = LOG_DIR / (name.replace(" ", "_").replace("/", "_") + ".log")
     say(f"==> {name}: {' '.join(cmd)} (log: {log.relative_to(ROOT)})")
     start = time.monotonic()
     with log.open("w") as handle:
-        proc = subprocess.run(
-            cmd, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, check=False
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
         )
+        assert proc.stdout is not None
+        copy_timed(proc.stdout, handle, start)
+        returncode = proc.wait()
     seconds = time.monotonic() - start
-    ok = proc.returncode == 0
+    ok = returncode == 0
     report = f"<== {name}: {'PASS' if ok else 'FAIL'} in {seconds:.0f}s"
     if not ok:
         tail = log.read_text(errors="replace").splitlines()[-60:]
         report += "\n" + "\n".join(f"    | {line}" for line in tail)
     say(report)
     return Step(name, ok, seconds, log)
-
-
-# Lines of a failed step's log that say what failed: pytest's short summary, Ansible's
-# fatal task results, Molecule's own errors.
-_DIGEST_MARKS = ("FAILED ", "ERROR ", "fatal: [", "failed: [", "CRITICAL ", "E   ")
 
 
 def failure_digest(log: Path, limit: int = 12, width: int = 300) -> list[str]:

@@ -38,3 +38,25 @@ def test_digest_of_a_log_without_markers_is_empty(tmp_path: Path) -> None:
     log = tmp_path / "step.log"
     log.write_text("something went wrong\n")
     assert failure_digest(log) == []
+
+
+def test_copy_timed_stamps_phases_and_tasks_only() -> None:
+    import io
+
+    from tools.run_tests import copy_timed
+
+    out = io.StringIO()
+    source = io.StringIO(
+        "INFO     [stack > converge] Executing\n"
+        "TASK [nginx : Install] ****\n"
+        'ok: [stack-debian12] => {"x": 1}\n'
+        "FAILED tests/t.py::test_x\n"
+    )
+    copy_timed(source, out, start=0.0)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("[+") and lines[0].endswith(
+        "s] INFO     [stack > converge] Executing"
+    )
+    assert lines[1].startswith("[+") and "] TASK [nginx : Install]" in lines[1]
+    assert lines[2] == 'ok: [stack-debian12] => {"x": 1}'
+    assert lines[3] == "FAILED tests/t.py::test_x"
