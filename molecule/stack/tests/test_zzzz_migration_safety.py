@@ -10,6 +10,7 @@ depends on the newest one in the repository, so the file does not care what ran 
 import json
 import re
 
+import pytest
 from testlib import (
     ADD_NOTE,
     REMOVE_NOTE,
@@ -20,6 +21,9 @@ from testlib import (
     run_playbook,
 )
 from testlib import assert_serving as serving
+
+# Controller-side logic: runs on the primary distro only (conftest.py).
+pytestmark = pytest.mark.primary_distro
 
 APP = "demo"
 NAME = "demo.test"

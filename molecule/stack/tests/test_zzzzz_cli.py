@@ -30,6 +30,9 @@ from testlib import (
 
 from tools.probe import Probe
 
+# Controller-side logic: runs on the primary distro only (conftest.py).
+pytestmark = pytest.mark.primary_distro
+
 APP = "demo"
 NAME = "demo.test"
 # The load probe during restart and config:set: 20 requests a second from the controller.
