@@ -23,7 +23,7 @@ from testlib import (
 from testlib import assert_serving as serving
 
 # Controller-side logic: runs on the primary distro only (conftest.py).
-pytestmark = pytest.mark.primary_distro
+pytestmark = pytest.mark.primary_distro(reason="controller-side logic")
 
 APP = "demo"
 NAME = "demo.test"

@@ -31,7 +31,7 @@ from testlib import (
 from tools.probe import Probe
 
 # Controller-side logic: runs on the primary distro only (conftest.py).
-pytestmark = pytest.mark.primary_distro
+pytestmark = pytest.mark.primary_distro(reason="controller-side logic")
 
 APP = "demo"
 NAME = "demo.test"
