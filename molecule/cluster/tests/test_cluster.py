@@ -1,8 +1,9 @@
 """The multi-host topology: a load balancer (TLS) in front of two app hosts and a database host.
 
 Requests go to the balancer as a browser would: from the controller to the balancer's address
-on the scenario's docker network, SNI and Host demo.test, TLS verified against the balancer's
-certificate. The flows at the end change the deployment, so they run last and in order.
+on the scenario's docker network, SNI and Host demo.test, TLS verified against Pebble's root
+(the balancer's certificate comes from certbot, test_acme.py). The flows at the end change the
+deployment, so they run last and in order.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterlib import APP, CERT, DB, LB, NAME, WEB1, WEB2, WEBS, other
+from clusterlib import APP, CHAIN, DB, LB, NAME, ROOT, WEB1, WEB2, WEBS, other
 from testlib import (
     ADD_NOTE,
     REMOVE_NOTE,
@@ -46,7 +47,7 @@ def address(host: Any) -> str:
 @pytest.fixture(scope="module")
 def cacert(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("tls") / "lb.pem"
-    path.write_text(other(LB).file(CERT).content_string)
+    path.write_text(other(LB).file(ROOT).content_string)
     return str(path)
 
 
@@ -76,7 +77,7 @@ def test_balancer_serves_the_app_from_both_app_hosts(host):
         name: len(other(name).file(log).content_string.splitlines()) for name, log in logs.items()
     }
     for _ in range(8):
-        page = https_get(host, NAME, "/", cacert=CERT)
+        page = https_get(host, NAME, "/", cacert=ROOT)
         assert page.status == 200
         assert "Hello" in page.body
     after = {
@@ -92,7 +93,7 @@ def test_every_app_host_is_in_rotation(host):
 
 def test_balancer_redirects_http_and_sends_hsts(host):
     assert https_get(host, NAME, "/", scheme="http").status == 308
-    page = https_get(host, NAME, "/", cacert=CERT)
+    page = https_get(host, NAME, "/", cacert=ROOT)
     assert "max-age=" in page.headers["strict-transport-security"]
 
 
@@ -108,7 +109,7 @@ def test_app_hosts_answer_the_balancer_only(host):
 
 
 def test_tls_and_certificates_live_on_the_balancer_only(host):
-    assert host.file(CERT).exists
+    assert host.file(CHAIN).exists
     for name in WEBS:
         web = other(name)
         assert not web.file(f"/etc/ssl/djdeploy/{APP}").exists
@@ -152,7 +153,7 @@ def test_static_files_fall_back_to_the_next_and_the_previous_release(host):
 
 def test_rolling_release_under_load_loses_no_request(host, cacert):
     before = {name: live(name) for name in WEBS}
-    old_static = hashed_static_urls(https_get(host, NAME, "/", cacert=CERT).body)
+    old_static = hashed_static_urls(https_get(host, NAME, "/", cacert=ROOT).body)
     assert old_static
     sha = push(
         "echo '/* release 2 */' >> greetings/static/greetings/site.css", "second: new static"
@@ -169,14 +170,14 @@ def test_rolling_release_under_load_loses_no_request(host, cacert):
     assert in_rotation(host) == {WEB1: True, WEB2: True}
     # One host per batch (release_serial 1, the default): the summary lists two batches.
     assert f"batches: {WEB1} | {WEB2}" in run.flat, run.output[-2000:]
-    page = https_get(host, NAME, "/", cacert=CERT)
+    page = https_get(host, NAME, "/", cacert=ROOT)
     assert sha[:8] in page.body
     new_static = hashed_static_urls(page.body)
     assert set(new_static) != set(old_static)
     # A page rendered by the old release still gets its files, whichever host answers.
     for url in old_static + new_static:
         for _ in range(2):
-            assert https_get(host, NAME, url, cacert=CERT).status == 200, url
+            assert https_get(host, NAME, url, cacert=ROOT).status == 200, url
 
 
 def test_rollback_under_load_loses_no_request(host, cacert, tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterlib import APP, CERT, DB, LB, NAME, WEBS, other
+from clusterlib import APP, DB, LB, NAME, ROOT, WEBS, other
 from testlib import https_get, inventory_with, run_playbook
 
 testinfra_hosts = [LB]
@@ -85,7 +85,7 @@ def test_the_live_app_talks_to_postgres_over_tls_only(host):
     # Pages through the balancer (both app hosts serve), then every connection of the app's
     # role from another host, as the db server sees it.
     for _ in range(6):
-        page = https_get(host, NAME, "/", cacert=CERT)
+        page = https_get(host, NAME, "/", cacert=ROOT)
         assert page.status == 200
         assert "Hello" in page.body
     query = (

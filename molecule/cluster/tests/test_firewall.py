@@ -44,6 +44,11 @@ def reach(source: str, target: str, port: int) -> str:
         # The inventory's extra rule on the db host (git daemon) for the app hosts only.
         (WEB1, DB, 9418, "open"),
         (LB, DB, 9418, "timeout"),
+        # Pebble on the db host (the ACME server of the scenario): its ACME API for the balancer's
+        # certbot only, its management API for nobody (the tests use it on the db host).
+        (LB, DB, 14000, "open"),
+        (WEB1, DB, 14000, "timeout"),
+        (LB, DB, 15000, "timeout"),
         # TLS terminates on the balancer only; SSH everywhere (no app_admin_networks).
         (DB, LB, 443, "open"),
         (LB, WEB1, 443, "timeout"),

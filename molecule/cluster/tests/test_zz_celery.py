@@ -15,7 +15,7 @@ import time
 import uuid
 
 import pytest
-from clusterlib import APP, CERT, DB, LB, NAME, WEB1, WEB2, other
+from clusterlib import APP, DB, LB, NAME, ROOT, WEB1, WEB2, other
 from testlib import commit_and_push, https_from_controller, run_playbook
 
 from tools.probe import Probe
@@ -34,7 +34,7 @@ TASK_SECONDS = 1.0
 def balancer(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Requests go from the controller to the balancer's address, as a browser's would."""
     cafile = tmp_path_factory.mktemp("tls") / "lb.pem"
-    cafile.write_text(other(LB).file(CERT).content_string)
+    cafile.write_text(other(LB).file(ROOT).content_string)
     BALANCER["address"] = other(LB).run("hostname -I").stdout.split()[0]
     BALANCER["cafile"] = str(cafile)
 
