@@ -3,10 +3,12 @@
 The stack scenario runs on every distro of the matrix. Tests marked ``primary_distro`` run on
 the primary distro (Debian 12) only and are skipped, with their reason, on the others, to keep
 ``make test`` within its time budget: the CLI's verbs and the migration-safety refusals
-(logic that runs on the controller, the same whatever the host's distro). The host-facing
-behaviour (packages, services, sandboxes, TLS, hardening, backups, the release engine's switch,
-processes, websockets, the projects on the distro's Python) runs on every distro.
-``DJDEPLOY_EVERY_TEST=1`` runs everything everywhere.
+(logic that runs on the controller, the same whatever the host's distro) and the Lynis audit
+(90 s; the hardening it rates is the same role on every distro, whose parts are each checked on
+every distro by the other hardening tests). The host-facing behaviour (packages, services,
+sandboxes, TLS, hardening, backups, the release engine's switch, processes, websockets, the
+projects on the distro's Python) runs on every distro. ``DJDEPLOY_EVERY_TEST=1`` runs
+everything everywhere.
 """
 
 import os
