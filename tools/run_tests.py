@@ -135,8 +135,14 @@ def failure_digest(log: Path, limit: int = 12, width: int = 300) -> list[str]:
     screen (a CI keeps only the end of the output; the full log stays in .cache/test-logs).
 
     pytest's ``FAILED``/``ERROR`` summary lines come first, then Ansible's fatal results and
-    Molecule's errors, then assertion lines, each cut to ``width`` characters."""
-    lines = log.read_text(errors="replace").splitlines()
+    Molecule's errors, then assertion lines, each cut to ``width`` characters. Ansible's
+    ``FAILED - RETRYING`` lines (an ``until`` loop still waiting, printed by every create and
+    destroy) name no failure and are left out."""
+    lines = [
+        line
+        for line in log.read_text(errors="replace").splitlines()
+        if not line.startswith("FAILED - RETRYING")
+    ]
     picked: list[str] = []
     for marks in (("FAILED ", "ERROR "), ("fatal: [", "failed: [", "CRITICAL "), ("E   ",)):
         for line in lines:

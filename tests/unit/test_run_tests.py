@@ -26,6 +26,15 @@ def test_digest_names_the_failed_tests_first_then_fatal_tasks(tmp_path: Path) ->
     assert "PASSED" not in "".join(digest)
 
 
+def test_digest_leaves_out_ansible_retry_lines(tmp_path: Path) -> None:
+    log = tmp_path / "step.log"
+    log.write_text(
+        "FAILED - RETRYING: [localhost]: Wait for instance(s) creation to complete (300 retries left).\n"
+        "FAILED tests/test_a.py::test_two - AssertionError\n"
+    )
+    assert failure_digest(log) == ["FAILED tests/test_a.py::test_two - AssertionError"]
+
+
 def test_digest_is_bounded_in_lines_and_width(tmp_path: Path) -> None:
     log = tmp_path / "step.log"
     log.write_text("".join(f"FAILED t::{i} - {'x' * 500}\n" for i in range(40)))
