@@ -29,7 +29,7 @@ def test_digest_names_the_failed_tests_first_then_fatal_tasks(tmp_path: Path) ->
 def test_digest_leaves_out_ansible_retry_lines(tmp_path: Path) -> None:
     log = tmp_path / "step.log"
     log.write_text(
-        "FAILED - RETRYING: [localhost]: Wait for instance(s) creation to complete (300 retries left).\n"
+        "FAILED - RETRYING: [localhost]: Wait for instance(s) creation (300 retries left).\n"
         "FAILED tests/test_a.py::test_two - AssertionError\n"
     )
     assert failure_digest(log) == ["FAILED tests/test_a.py::test_two - AssertionError"]
