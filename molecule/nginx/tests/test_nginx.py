@@ -14,6 +14,8 @@ SHOP_NAMES = ["shop.test", "www.shop.test"]
 SHOP_CERT = "/etc/ssl/djdeploy/shop/fullchain.pem"
 SHOP_KEY = "/etc/ssl/djdeploy/shop/privkey.pem"
 BLOG_CERT = "/etc/ssl/djdeploy/blog/fullchain.pem"
+# The balancer (app chatlb) terminates TLS for chat.test in front of the backend vhost (app chat).
+CHAT_CERT = "/etc/ssl/djdeploy/chatlb/fullchain.pem"
 HSTS = "max-age=63072000"
 # Mozilla intermediate, TLS 1.2 part, without the DHE suites (no DH parameters).
 INTERMEDIATE_CIPHERS = [
@@ -26,7 +28,7 @@ INTERMEDIATE_CIPHERS = [
 ]
 RESOLVE = [
     f"{name}:{port}:127.0.0.1"
-    for name in [*SHOP_NAMES, "blog.test", "unknown.test"]
+    for name in [*SHOP_NAMES, "blog.test", "chat.test", "unknown.test"]
     for port in (80, 443)
 ]
 
@@ -77,7 +79,7 @@ def test_nginx_config_valid_and_service_up(host):
 
 
 def test_vhosts_enabled_and_default_site_removed(host):
-    for app in ("shop", "blog"):
+    for app in ("shop", "blog", "chat", "chatlb"):
         link = host.file(f"/etc/nginx/sites-enabled/{app}.conf")
         assert link.is_symlink
         assert link.linked_to == f"/etc/nginx/sites-available/{app}.conf"
@@ -167,6 +169,21 @@ def test_websocket_paths_pass_the_upgrade_to_the_app(host, path):
     plain = curl(host, f"https://shop.test{path}", "--http1.1").json()["headers"]
     assert "Upgrade" not in plain
     assert plain["Connection"] == "close"
+
+
+def test_a_balancer_passes_websockets_through_the_app_hosts_backend_vhost(host):
+    # Client -> balancer (TLS, 443) -> the app host's backend vhost (8081) -> the app's socket.
+    response = curl(host, "https://chat.test/ws/echo", *UPGRADE, cacert=CHAT_CERT)
+    assert response.status == 200
+    assert response.json()["app"] == "chat"
+    headers = response.json()["headers"]
+    assert headers["Upgrade"] == "websocket"
+    assert headers["Connection"] == "upgrade"
+    assert headers["X-Forwarded-Proto"] == "https"
+    assert response.header("Strict-Transport-Security") == HSTS
+    # Other paths through the balancer are plain proxied requests.
+    other = curl(host, "https://chat.test/chat", *UPGRADE, cacert=CHAT_CERT).json()["headers"]
+    assert "Upgrade" not in other
 
 
 def test_other_paths_do_not_pass_the_upgrade(host):
@@ -266,8 +283,8 @@ def test_tls_policy_is_included_by_every_tls_server(host):
     ciphers = [line for line in snippet if line.startswith("ssl_ciphers ")]
     assert ciphers == [f"ssl_ciphers {':'.join(INTERMEDIATE_CIPHERS)};"]
     dump = host.check_output("nginx -T 2>/dev/null")
-    # shop, blog and the catch-all default server
-    assert dump.count("include /etc/nginx/snippets/djdeploy-tls.conf;") == 3
+    # shop, blog, the balancer chatlb and the catch-all default server
+    assert dump.count("include /etc/nginx/snippets/djdeploy-tls.conf;") == 4
 
 
 @pytest.mark.parametrize(
