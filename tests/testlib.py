@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import shlex
 import shutil
 import socket
 import ssl
@@ -256,3 +257,47 @@ def https_from_controller(
     lines = head.split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
     return int(lines[0].split()[1]), headers, body
+
+
+# Sends Redis commands (RESP inline form) from a host with its python3 (no client package on
+# the hosts) and prints the server's first reply line of each; "timeout" or "refused" when
+# nothing accepts the connection.
+REDIS_CLIENT = (
+    "import socket, sys\n"
+    "s = socket.socket(); s.settimeout(3)\n"
+    "try:\n"
+    "    s.connect((sys.argv[1], int(sys.argv[2])))\n"
+    "except socket.timeout:\n"
+    "    print('timeout'); sys.exit(0)\n"
+    "except ConnectionRefusedError:\n"
+    "    print('refused'); sys.exit(0)\n"
+    "f = s.makefile('rb')\n"
+    "for command in sys.argv[3:]:\n"
+    "    s.sendall(command.encode() + b'\\r\\n')\n"
+    "    print(f.readline().decode().strip())\n"
+)
+
+
+def redis_talk(host: Any, address: str, port: int, *commands: str) -> list[str]:
+    """Redis's first reply line to each command, sent from host to address:port."""
+    args = " ".join(shlex.quote(c) for c in (address, str(port), *commands))
+    result = host.run(f"python3 -c {shlex.quote(REDIS_CLIENT)} {args}")
+    assert result.rc == 0, result.stderr
+    return [str(line) for line in result.stdout.strip().splitlines()]
+
+
+def app_pings_redis(host: Any, app: str) -> str:
+    """AUTH and PING with the REDIS_URL of the app's environment, as its runtime user (the
+    manage wrapper reads the env file): the two reply lines, e.g. "+OK +PONG"."""
+    code = (
+        "import os, socket\n"
+        "from urllib.parse import urlsplit\n"
+        "u = urlsplit(os.environ['REDIS_URL'])\n"
+        "s = socket.create_connection((u.hostname, u.port), timeout=5)\n"
+        "s.sendall(f'AUTH {u.password}\\r\\nPING\\r\\n'.encode())\n"
+        "f = s.makefile('rb')\n"
+        "print(f.readline().decode().strip(), f.readline().decode().strip())\n"
+    )
+    result = host.run(f"runuser -u {app} -- {app}-manage shell -c {shlex.quote(code)}")
+    assert result.rc == 0, result.stderr
+    return str(result.stdout.strip().splitlines()[-1])

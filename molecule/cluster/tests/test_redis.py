@@ -1,7 +1,7 @@
 """Redis on the db host (app_redis): the app hosts reach it with the password, nobody else.
 
-Clients speak Redis's protocol over a plain socket with the host's python3 (no client package
-on the app hosts): the connection starts on the scenario's own containers, the real sources
+Clients speak Redis's protocol over a plain socket with the host's python3 (testlib's
+redis_talk): the connection starts on the scenario's own containers, the real sources
 the firewall and Redis judge. A dropped port gets no answer at all (timeout).
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from clusterlib import APP, DB, LB, WEB1, WEB2, address, other
-from testlib import inventory_with, run_playbook
+from testlib import app_pings_redis, inventory_with, redis_talk, run_playbook
 
 testinfra_hosts = [DB]
 
@@ -20,29 +20,9 @@ ENV_FILE = f"/srv/{APP}/shared/.env"
 PASSWORD = "molecule-redis-password-1"
 PORT = 6379
 
-# Sends the commands (RESP inline form) and prints the server's first reply line of each;
-# "timeout" when nothing answers the connection.
-CLIENT = (
-    "import socket, sys\n"
-    "s = socket.socket(); s.settimeout(3)\n"
-    "try:\n"
-    "    s.connect((sys.argv[1], int(sys.argv[2])))\n"
-    "except socket.timeout:\n"
-    "    print('timeout'); sys.exit(0)\n"
-    "except ConnectionRefusedError:\n"
-    "    print('refused'); sys.exit(0)\n"
-    "f = s.makefile('rb')\n"
-    "for command in sys.argv[3:]:\n"
-    "    s.sendall(command.encode() + b'\\r\\n')\n"
-    "    print(f.readline().decode().strip())\n"
-)
-
 
 def talk(source: str, target: str, *commands: str) -> list[str]:
-    args = " ".join(shlex.quote(c) for c in (address(target), str(PORT), *commands))
-    result = other(source).run(f"python3 -c {shlex.quote(CLIENT)} {args}")
-    assert result.rc == 0, result.stderr
-    return result.stdout.strip().splitlines()
+    return redis_talk(other(source), address(target), PORT, *commands)
 
 
 def test_app_hosts_need_the_password():
@@ -61,20 +41,9 @@ def test_the_app_gets_redis_url_and_reaches_redis_with_it():
     env = web.file(ENV_FILE).content_string
     url = f"redis://:{PASSWORD}@{address(DB)}:{PORT}/0"
     assert f"REDIS_URL='{url}'" in env
-    # As the app's runtime user, with the environment the app gets (the manage wrapper reads the
-    # env file): the URL's password and host answer PONG.
-    code = (
-        "import os, socket\n"
-        "from urllib.parse import urlsplit\n"
-        "u = urlsplit(os.environ['REDIS_URL'])\n"
-        "s = socket.create_connection((u.hostname, u.port), timeout=5)\n"
-        "s.sendall(f'AUTH {u.password}\\r\\nPING\\r\\n'.encode())\n"
-        "f = s.makefile('rb')\n"
-        "print(f.readline().decode().strip(), f.readline().decode().strip())\n"
-    )
-    result = web.run(f"runuser -u {APP} -- {APP}-manage shell -c {shlex.quote(code)}")
-    assert result.rc == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "+OK +PONG", result.stdout
+    # As the app's runtime user, with the environment the app gets: the URL's password and
+    # host answer PONG.
+    assert app_pings_redis(web, APP) == "+OK +PONG"
 
 
 def test_redis_listens_on_loopback_and_the_private_address_only(host):
