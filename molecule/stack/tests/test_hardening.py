@@ -138,6 +138,12 @@ def test_local_hardening_files(host):
     defs = host.file("/etc/login.defs").content_string
     assert re.search(r"^PASS_MAX_DAYS\t365$", defs, re.M), defs[-500:]
     assert re.search(r"^SHA_CRYPT_MIN_ROUNDS\t5000$", defs, re.M)
+    timeout = host.file("/etc/profile.d/60-djdeploy-timeout.sh").content_string
+    assert "TMOUT=900" in timeout and "readonly TMOUT" in timeout
+    for directory in ("/etc/cron.d", "/etc/cron.daily", "/etc/cron.hourly"):
+        assert host.file(directory).mode == 0o700, directory
+    for private in ("/etc/ssh/sshd_config", "/etc/crontab"):
+        assert host.file(private).mode == 0o600, private
 
 
 def test_no_security_update_is_pending(host):
