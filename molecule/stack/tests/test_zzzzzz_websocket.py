@@ -113,7 +113,7 @@ def test_release_closes_the_old_colors_websocket_and_a_reconnect_reaches_the_new
     # (bounded: until the stop file, at most 3000 requests).
     hold = host.run(
         f"systemd-run --unit=djdeploy-ws-hold --collect -p StandardOutput=file:{HOLD_OUT}"
-        f" {python} {CLIENT} hold 300"
+        f" -p StandardError=journal {python} -X faulthandler {CLIENT} hold 300"
     )
     assert hold.rc == 0, hold.stderr
     host.run_expect([0], write_file(LOAD_SCRIPT, LOAD_CODE))
@@ -122,9 +122,19 @@ def test_release_closes_the_old_colors_websocket_and_a_reconnect_reaches_the_new
         f" /bin/bash {LOAD_SCRIPT}"
     )
     assert load.rc == 0, load.stderr
-    opened = wait_for(
-        lambda: host.run(f"head -n 1 {HOLD_OUT}").stdout.strip(), 30, "the websocket to open"
-    )
+    # Longer than the client's own timeouts (connect, open, two receives: 40 s), so that a
+    # client that fails says why.
+    try:
+        opened = wait_for(
+            lambda: host.run(f"head -n 1 {HOLD_OUT}").stdout.strip(), 60, "the websocket to open"
+        )
+    except AssertionError as error:
+        # Where the client is stuck (faulthandler's traceback on SIGABRT, in the journal),
+        # then no loop left running.
+        host.run("systemctl kill -s SIGABRT djdeploy-ws-hold; sleep 1")
+        journal = host.run("journalctl -u djdeploy-ws-hold --no-pager -n 60").stdout
+        host.run(f"touch {LOAD_STOP}; systemctl stop djdeploy-ws-hold")
+        raise AssertionError(f"{error}; the client's journal:\n{journal}") from None
     assert json.loads(opened)["greeting"] == f"hello from {release_id(before)}"
 
     sha = commit_and_push(host, "echo websocket >> CHANGES.txt", "websocket release")
