@@ -502,7 +502,8 @@ def do_ps(ctx: Context) -> int:
     down = [
         h
         for h, r in hosts.items()
-        if r["health"] != "200"
+        # A worker-only host has no web tier (no colors): its processes only.
+        if (r["web"] and r["health"] != "200")
         or any(not str(p.get("state", "")).startswith("active") for p in r["processes"] or [])
     ]
     text.append(
