@@ -116,7 +116,8 @@ def test_offload_runs_on_the_worker_only_host_only_and_no_web_tier_there():
     for name in (WEB1, WEB2):
         web = other(name)
         assert not web.service(f"{APP}-offload@1.service").is_running, name
-        assert not web.file(f"/etc/systemd/system/{APP}-offload@.service").exists, name
+        wants = f"/etc/systemd/system/multi-user.target.wants/{APP}-offload@1.service"
+        assert not web.file(wants).exists, name
     for unit in (f"{APP}-worker@1.service", f"{APP}-beat@1.service"):
         assert not db.service(unit).is_running, unit
         assert not db.file(f"/etc/systemd/system/multi-user.target.wants/{unit}").exists, unit
