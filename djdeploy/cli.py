@@ -49,7 +49,7 @@ VERBS = {
     "releases": "list the releases on each web host (* = live)",
     "restart": "restart on the live release: blue/green switch, no build",
     "run": "run a manage.py command on a web host (-i: interactive TTY)",
-    "logs": "the app's journal from every web host, each line prefixed with its host",
+    "logs": "the app's journal from every app host (web, worker-only), lines prefixed by host",
     "config": "show the settings kept in the inventory's vault (app_config)",
     "config:set": "set KEY=VALUE settings in the vault, then apply them (same-release switch)",
     "config:unset": "remove settings from the vault, then apply",
@@ -278,7 +278,7 @@ def build_parser() -> Parser:
         default=None,
         help="last lines per host (default 100; all with --since)",
     )
-    p.add_argument("--host", help="one web host (default: all)")
+    p.add_argument("--host", help="one web or worker-only host (default: all)")
     p.add_argument(
         "-p",
         "--process",
@@ -502,7 +502,8 @@ def do_ps(ctx: Context) -> int:
     down = [
         h
         for h, r in hosts.items()
-        if r["health"] != "200"
+        # A worker-only host has no web tier (no colors): its processes only.
+        if (r["web"] and r["health"] != "200")
         or any(not str(p.get("state", "")).startswith("active") for p in r["processes"] or [])
     ]
     text.append(
@@ -873,9 +874,9 @@ def merge_lines(lines: Mapping[str, Sequence[str]]) -> list[tuple[str, str]]:
 
 
 def do_logs(ctx: Context) -> int:
-    """`logs [-f] [--since S] [-n N] [--host H]`."""
+    """`logs [-f] [--since S] [-n N] [--host H]`: the web hosts and the worker-only hosts."""
     inv = ctx.groups()
-    names = [inv.web_host(ctx.args.host)] if ctx.args.host else list(inv.web)
+    names = [inv.app_host(ctx.args.host)] if ctx.args.host else [*inv.web, *inv.workers]
     if not names:
         inv.web_host(None)
     hosts = ctx.hosts(names)

@@ -13,6 +13,7 @@ import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from djdeploy.ansible import parse_json_run
 from djdeploy.errors import EXIT_INVENTORY, CliError
@@ -49,6 +50,9 @@ class Inventory:
     path: str
     web: tuple[str, ...]
     db: tuple[str, ...]
+    # Worker-only hosts: hosts of the groups app_processes names (`group`) outside web; they run
+    # the app's processes only (logs reach them too).
+    workers: tuple[str, ...] = ()
 
     def web_host(self, wanted: str | None) -> str:
         """The web host to act on: ``wanted`` when given (it must be a web host), else the first."""
@@ -67,6 +71,30 @@ class Inventory:
                 EXIT_INVENTORY,
             )
         return wanted
+
+    def app_host(self, wanted: str) -> str:
+        """``wanted`` when it runs the app: a web host or a worker-only host."""
+        if wanted in self.workers:
+            return wanted
+        if wanted not in self.web:
+            raise CliError(
+                f"{wanted!r} is not an app host of the inventory {self.path}",
+                f"pick one of: {', '.join((*self.web, *self.workers))}",
+                EXIT_INVENTORY,
+            )
+        return wanted
+
+
+def _process_groups(data: dict[str, Any]) -> list[str]:
+    """The groups app_processes names (`group`), from the listing's host variables (the first
+    host that has app_processes as a mapping; group_vars/all gives every host the same)."""
+    hostvars = (data.get("_meta") or {}).get("hostvars") or {}
+    for variables in hostvars.values():
+        processes = (variables or {}).get("app_processes")
+        if isinstance(processes, dict):
+            groups = [e.get("group", "web") for e in processes.values() if isinstance(e, dict)]
+            return [g for g in dict.fromkeys(groups) if isinstance(g, str) and g]
+    return []
 
 
 @dataclass(frozen=True)
@@ -123,7 +151,11 @@ def parse_groups(path: str, listing: str) -> Inventory:
                 found += [h for h in hosts(child, seen | {group}) if h not in found]
         return found
 
-    return Inventory(path=path, web=tuple(hosts("web")), db=tuple(hosts("db")))
+    web = hosts("web")
+    workers: list[str] = []
+    for group in _process_groups(data):
+        workers += [h for h in hosts(group) if h not in web and h not in workers]
+    return Inventory(path=path, web=tuple(web), db=tuple(hosts("db")), workers=tuple(workers))
 
 
 def load(path: str, run: Runner) -> Inventory:

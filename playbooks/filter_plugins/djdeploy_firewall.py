@@ -8,9 +8,11 @@ decides what a host accepts, besides established traffic and loopback:
 - 80 and 443 on hosts that terminate TLS: the ``lb`` hosts, or the ``web`` hosts when there is
   no ``lb`` group;
 - the backend port on ``web`` hosts behind balancers, from the ``lb`` hosts only;
-- PostgreSQL on ``db`` hosts, from the ``web`` hosts only;
+- PostgreSQL on ``db`` hosts, from the app hosts only: ``app_hosts`` (djdeploy_app_hosts: the
+  web hosts and the worker-only hosts that run app processes), else the ``web`` and ``worker``
+  groups;
 - Redis on the ``redis_hosts`` (djdeploy_redis_hosts: empty unless the app uses Redis), from
-  the ``web`` and ``worker`` hosts only;
+  the same app hosts only;
 - the inventory's ``extra`` rules (e.g. a service of its own).
 
 A rule whose source list ends up empty (say the db host is also the only web host: the app
@@ -60,6 +62,11 @@ options:
   redis_port:
     description: Redis's port.
     type: int
+  app_hosts:
+    description:
+      - The hosts that run the app (djdeploy_app_hosts), the sources of PostgreSQL and Redis;
+        default the web and worker groups.
+    type: list
   extra:
     description: Extra rules (app_firewall_allow), each with port, proto and sources.
     type: list
@@ -148,11 +155,15 @@ def djdeploy_firewall_rules(
     extra: Any = (),
     redis_hosts: Sequence[str] = (),
     redis_port: Any = 6379,
+    app_hosts: Sequence[str] | None = None,
 ) -> list[Rule]:
     """The inbound rules of ``host``, in the order they are rendered."""
     lb = list(groups.get("lb") or [])
     web = list(groups.get("web") or [])
     db = list(groups.get("db") or [])
+    if app_hosts is None:
+        app_hosts = list(dict.fromkeys(web + list(groups.get("worker") or [])))
+    apps = list(app_hosts)
     if ssh_port in (None, "", 0, False):
         raise FirewallError(
             "app_ssh_port: SSH access cannot be turned off (the hosts are managed over SSH); "
@@ -168,11 +179,13 @@ def djdeploy_firewall_rules(
         rules.append(_rule("backend", "tcp", [port], _hosts_of(lb, addresses)))
     if host in db:
         port = _port(db_port, "postgres port")
-        rules.append(_rule("postgresql", "tcp", [port], _hosts_of(web, addresses)))
+        # The app hosts elsewhere; on the db host itself the app reaches PostgreSQL over loopback.
+        remote = [h for h in apps if h not in db]
+        rules.append(_rule("postgresql", "tcp", [port], _hosts_of(remote, addresses)))
     if host in redis_hosts:
         port = _port(redis_port, "redis_port")
         # The app and worker hosts; the redis host itself reaches Redis over loopback.
-        remote = [h for h in web + list(groups.get("worker") or []) if h not in redis_hosts]
+        remote = [h for h in apps if h not in redis_hosts]
         rules.append(_rule("redis", "tcp", [port], _hosts_of(remote, addresses)))
     if isinstance(extra, str) or not isinstance(extra, Sequence):
         raise FirewallError(f"app_firewall_allow: expected a list of rules, got {extra!r}")

@@ -8,7 +8,14 @@ there) and each schedule with whether its timer lives there. The release switch
 
 - A process runs `instances` times on each host of its `group` (default web); a `singleton`
   runs once, on the first host of its group in inventory order, so exactly one instance exists
-  across all hosts.
+  across all hosts. A group may hold hosts outside web (say a `worker` group): those hosts run
+  processes only (no gunicorn, no nginx vhost of the app) and are released with the web tier.
+- The app hosts (``djdeploy_app_hosts``): the web hosts first, then the hosts of the processes'
+  groups that are not web hosts (worker-only hosts), in inventory order; the app-level playbooks
+  build, switch and roll back these (playbooks/app_hosts.yml makes them the group djdeploy_app).
+- The switch batches (``djdeploy_batches``): release_serial web hosts per batch (the first is the
+  canary), then the worker-only hosts, never in a batch with a web host: they switch once every
+  web host serves the release.
 - A schedule runs on one host: the first web host.
 - app_scale (`djdeploy scale worker=3`, written to the inventory's group_vars/all/scale.yml)
   overrides a process's instances per host: 0 stops it everywhere, a singleton takes 0 or 1.
@@ -22,7 +29,7 @@ from typing import Any
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
 PROCESS_KEYS = {"command", "instances", "group", "stop_timeout", "singleton"}
 SCHEDULE_KEYS = {"command", "on_calendar", "randomized_delay"}
-# Processes run where the release switches: on the web hosts.
+# The web tier's group; a process's group defaults to it.
 WEB = "web"
 SCALE = "app_scale"
 
@@ -103,7 +110,6 @@ def djdeploy_host_processes(
     """The processes `host` runs: name, command, instances (0: none here), stop_timeout,
     group, singleton; `scale` (app_scale) overrides instances. Raises ValueError naming the
     variable on bad input."""
-    web = list(groups.get(WEB) or [])
     result = []
     entries = _entries(variable, app_processes, PROCESS_KEYS)
     scaled = _scale(scale, {name: entry.get("singleton") is True for name, entry in entries})
@@ -128,13 +134,6 @@ def djdeploy_host_processes(
         hosts = list(groups.get(group) or [])
         if not hosts:
             raise _fail(variable, f"{name}.group {group!r} has no hosts in the inventory")
-        outside = [h for h in hosts if h not in web]
-        if outside:
-            raise _fail(
-                variable,
-                f"{name}.group {group!r} has hosts outside the {WEB} group"
-                f" ({', '.join(outside)}): processes run on web hosts (where releases are built)",
-            )
         instances = scaled.get(name, instances)
         # A singleton runs on the group's first host only.
         here = (instances if host == hosts[0] else 0) if singleton else instances
@@ -184,6 +183,47 @@ def djdeploy_host_schedules(
     return result
 
 
+def djdeploy_app_hosts(
+    app_processes: Any, groups: dict[str, list[str]], variable: str = "app_processes"
+) -> list[str]:
+    """The hosts the app is released to: the web hosts, then the hosts of the processes'
+    groups that are not web hosts (worker-only hosts), each once, in inventory order. A group
+    that is missing or empty is left to djdeploy_host_processes to refuse (naming the
+    variable)."""
+    found = list(dict.fromkeys(groups.get(WEB) or []))
+    for _name, entry in _entries(variable, app_processes, PROCESS_KEYS):
+        group = entry.get("group", WEB)
+        if isinstance(group, str) and group:
+            found += [h for h in groups.get(group) or [] if h not in found]
+    return found
+
+
+def djdeploy_batches(serial: Any, web_hosts: int, worker_hosts: int) -> Any:
+    """The `serial` of the switch plays (a list of batch sizes): `serial` (release_serial)
+    web hosts per batch, then the worker-only hosts `serial` at a time, never in a batch with a
+    web host (a failed web host stops the run before any worker-only host switches). A serial
+    that is not a whole number (a percentage) is returned as it is when there are no
+    worker-only hosts."""
+    try:
+        size = int(serial)
+    except (TypeError, ValueError):
+        if worker_hosts:
+            raise _fail(
+                "release_serial",
+                f"must be a whole number >= 1 with worker-only hosts (got {serial!r})",
+            ) from None
+        return serial
+    if isinstance(serial, bool) or size < 1:
+        raise _fail("release_serial", f"must be a whole number >= 1 (got {serial!r})")
+    batches: list[int] = []
+    for count in (web_hosts, worker_hosts):
+        left = count
+        while left > 0:
+            batches.append(min(size, left))
+            left -= size
+    return batches or [size]
+
+
 class FilterModule:
     """Ansible filter plugin entry point."""
 
@@ -192,4 +232,6 @@ class FilterModule:
         return {
             "djdeploy_host_processes": djdeploy_host_processes,
             "djdeploy_host_schedules": djdeploy_host_schedules,
+            "djdeploy_app_hosts": djdeploy_app_hosts,
+            "djdeploy_batches": djdeploy_batches,
         }

@@ -8,7 +8,8 @@ addresses to the redis role, the URL to the release role's env file.
   group; empty when the app does not ask for Redis. One server: more than one host is refused
   (the app hosts would each talk to a different, unsynchronised server).
 - ``djdeploy_redis_bind``: loopback, plus the host's private address when some client host (the
-  ``web`` and ``worker`` groups) is not the redis host and must reach it over the network.
+  app hosts, djdeploy_app_hosts; else the ``web`` and ``worker`` groups) is not the redis host
+  and must reach it over the network.
 - ``djdeploy_redis_url``: ``redis://:<password>@<address>:<port>/0`` for an app host: loopback on
   the redis host itself, else the redis host's private address.
 
@@ -112,11 +113,14 @@ def djdeploy_redis_bind(
     groups: Mapping[str, Sequence[str]],
     redis_hosts: Sequence[str],
     address: Any = "",
+    app_hosts: Sequence[str] | None = None,
 ) -> list[str]:
-    """Loopback, and the private address when a client host is not this redis host."""
+    """Loopback, and the private address when a client host (app_hosts, default the web and
+    worker groups) is not this redis host."""
     if host not in redis_hosts:
         return []
-    remote = [name for name in clients(groups) if name not in redis_hosts]
+    users = clients(groups) if app_hosts is None else list(app_hosts)
+    remote = [name for name in users if name not in redis_hosts]
     if not remote:
         return list(LOOPBACK)
     private = _address(address, host)

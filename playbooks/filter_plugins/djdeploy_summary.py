@@ -27,8 +27,14 @@ def _host_line(name: str, facts: dict[str, Any]) -> str:
     steps = ", ".join(f"{s['step']} {s['seconds']:.1f}" for s in report["steps"])
     if report.get("failed"):
         return f"{name}: FAILED switching to {report.get('release', '?')}: {steps}"
-    old = report.get("old_color") or "none"
     previous = report.get("previous_release") or "none"
+    if report.get("web") is False:
+        # A worker-only host: its processes moved, no color.
+        return (
+            f"{name}: {report['release']}, processes only (was {previous}),"
+            f" host work {report['seconds']:.1f} s ({steps})"
+        ) + _build_part(facts.get("build") or {})
+    old = report.get("old_color") or "none"
     return (
         f"{name}: {report['release']} on {report['live_color']} (was {previous} on {old}),"
         f" host work {report['seconds']:.1f} s ({steps})"

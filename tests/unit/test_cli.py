@@ -609,3 +609,29 @@ def test_scale_refuses_what_the_inventory_does_not_allow(
     assert message in err
     assert not (inv / "group_vars" / "all" / "scale.yml").exists()
     assert not [c for c in fake.calls if c[0] == "ansible-playbook"]
+
+
+def test_worker_only_hosts_come_from_the_groups_app_processes_names() -> None:
+    listing = {
+        "web": {"hosts": ["web1", "web2"]},
+        "worker": {"hosts": ["web2", "w1"]},
+        "db": {"hosts": ["db1"]},
+        "_meta": {
+            "hostvars": {
+                "web1": {
+                    "app_processes": {
+                        "celery": {"command": "celery worker", "group": "worker"},
+                        "beat": {"command": "celery beat"},
+                    }
+                }
+            }
+        },
+    }
+    inv = inventory.parse_groups("inv", json.dumps(listing))
+    assert (inv.web, inv.workers) == (("web1", "web2"), ("w1",))
+    assert inv.app_host("w1") == "w1" and inv.app_host("web2") == "web2"
+    with pytest.raises(CliError) as bad:
+        inv.app_host("db1")
+    assert "web1, web2, w1" in bad.value.fix
+    # Without such a group (or app_processes): no worker-only hosts.
+    assert inventory.parse_groups("inv", json.dumps(LISTING)).workers == ()

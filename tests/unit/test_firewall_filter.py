@@ -138,3 +138,20 @@ def test_redis_only_on_the_redis_hosts_from_the_app_and_worker_hosts() -> None:
     assert all("redis" not in named(h, redis_hosts=["db"]) for h in ("lb", "web1", "worker1"))
     # A web host that is the redis host reaches it over loopback: only the other clients.
     assert named("web1", redis_hosts=["web1"])["redis"]["ipv4"] == ["10.0.0.4/32", "10.0.0.7/32"]
+
+
+def test_postgresql_and_redis_from_the_app_hosts_with_worker_only_hosts() -> None:
+    """app_hosts (djdeploy_app_hosts): the web hosts and the worker-only hosts, whatever their
+    group's name; the db host that is one of them reaches both over loopback."""
+    groups = {**CLUSTER, "offloaders": ["db", "worker1"]}
+    addresses = {**ADDRESSES, "worker1": "10.0.0.7"}
+    apps = ["web1", "web2", "db", "worker1"]
+    found = firewall.djdeploy_firewall_rules(
+        "db", groups, addresses, redis_hosts=["db"], app_hosts=apps
+    )
+    named = {rule["name"]: rule for rule in found}
+    assert named["postgresql"]["ipv4"] == ["10.0.0.3/32", "10.0.0.4/32", "10.0.0.7/32"]
+    assert named["redis"]["ipv4"] == ["10.0.0.3/32", "10.0.0.4/32", "10.0.0.7/32"]
+    # Without app_hosts: the web and worker groups (as before).
+    plain = {r["name"]: r for r in firewall.djdeploy_firewall_rules("db", CLUSTER, ADDRESSES)}
+    assert plain["postgresql"]["ipv4"] == ["10.0.0.3/32", "10.0.0.4/32"]

@@ -63,7 +63,6 @@ def test_processes_per_host_with_defaults_groups_and_a_singleton() -> None:
             {"w": {"command": "x", "group": "nosuch"}},
             "app_processes: w.group 'nosuch' has no hosts",
         ),
-        ({"w": {"command": "x", "group": "db"}}, "has hosts outside the web group (db1)"),
         ({"w": {"command": "x", "replicas": 2}}, "app_processes: w has unknown key(s) replicas"),
         ({"w": {"command": ""}}, "app_processes: w.command must be a non-empty string"),
         ({"w": {}}, "app_processes: w.command must be a non-empty string (got None)"),
@@ -82,6 +81,46 @@ def test_bad_processes_fail_naming_the_variable(procs: Any, message: str) -> Non
     with pytest.raises(ValueError, match=r"^app_processes: ") as failed:
         flt.djdeploy_host_processes(procs, GROUPS, "web1")
     assert message in str(failed.value)
+
+
+def test_a_group_outside_web_runs_its_processes_on_worker_only_hosts() -> None:
+    groups = {"web": ["web1", "web2"], "worker": ["db1", "web2"], "db": ["db1"]}
+    procs = {
+        "worker": {"command": "celery -A proj worker"},
+        "offload": {"command": "celery -A proj worker -Q offload", "group": "worker"},
+        "single": {"command": "x", "group": "worker", "singleton": True},
+    }
+
+    def counts(host: str) -> dict[str, int]:
+        found = flt.djdeploy_host_processes(procs, groups, host)
+        return {p["name"]: p["instances"] for p in found}
+
+    # The group's hosts run it (a singleton: its first host), the web processes stay on web.
+    assert counts("db1") == {"offload": 1, "single": 1, "worker": 0}
+    assert counts("web1") == {"offload": 0, "single": 0, "worker": 1}
+    assert counts("web2") == {"offload": 1, "single": 0, "worker": 1}
+    # The app hosts: web first, then the worker-only ones, each once.
+    assert flt.djdeploy_app_hosts(procs, groups) == ["web1", "web2", "db1"]
+    assert flt.djdeploy_app_hosts({}, groups) == ["web1", "web2"]
+    assert flt.djdeploy_app_hosts(None, {"web": ["w"]}) == ["w"]
+    # An empty group is refused before anything changes, naming the variable.
+    with pytest.raises(ValueError, match=r"^app_processes: offload.group 'worker' has no hosts"):
+        flt.djdeploy_host_processes(procs, {"web": ["web1"], "worker": []}, "web1")
+
+
+def test_batches_put_the_worker_only_hosts_after_every_web_host() -> None:
+    assert flt.djdeploy_batches(1, 2, 0) == [1, 1]
+    assert flt.djdeploy_batches(1, 2, 1) == [1, 1, 1]
+    assert flt.djdeploy_batches(2, 3, 3) == [2, 1, 2, 1]
+    assert flt.djdeploy_batches("2", 2, 1) == [2, 1]
+    assert flt.djdeploy_batches(5, 2, 1) == [2, 1]
+    assert flt.djdeploy_batches(1, 0, 0) == [1]
+    # A percentage stays as it is without worker-only hosts, and is refused with them.
+    assert flt.djdeploy_batches("50%", 4, 0) == "50%"
+    with pytest.raises(ValueError, match=r"^release_serial: must be a whole number >= 1 with"):
+        flt.djdeploy_batches("50%", 4, 1)
+    with pytest.raises(ValueError, match=r"^release_serial: must be a whole number >= 1"):
+        flt.djdeploy_batches(0, 2, 0)
 
 
 def test_app_scale_overrides_instances() -> None:
@@ -456,3 +495,73 @@ def test_the_settle_window_is_polled_and_ends_at_the_first_failure(tmp_path: Pat
         failing.switch(failing.s.app_root / "releases" / NEW)
     assert slept == [0.5] * 3
     assert "restart(s) within 1.5 s of the 3 s it must keep running" in failed.value.msg
+
+
+def test_a_worker_only_switch_moves_the_processes_and_commits_without_a_color(
+    tmp_path: Path,
+) -> None:
+    from . import test_switch_module as tsm
+
+    root = tsm.make_app_root(tmp_path, OLD, NEW)
+    (root / "live-color").unlink()
+    fake = FakeSystemd(tmp_path / "etc/systemd/system")
+    host = tsm.FakeHost()
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        host.calls.append(list(argv))
+        return fake.run(argv)
+
+    first = workload(tmp_path, fake, [lib.Process("offload", "celery worker -Q offload", 1)])
+    first.switch(root / "releases" / OLD)
+    switch = tsm.make(root, tmp_path / "no-upstream.conf", host, web=False, keep=2)
+    switch.run = run
+    switch.workload = workload(tmp_path, fake, [lib.Process("offload", "celery worker -Q x", 1)])
+    switch.workload.run = switch.workload.units.run = run
+    report = switch.execute()
+    # The processes only: no color, no nginx, no curl, no socket health check.
+    assert [s["step"] for s in report.steps] == ["processes", "commit", "schedules", "prune"]
+    assert (report.live_color, report.old_color, report.previous_release) == ("", "", OLD)
+    assert report.changed and report.as_dict()["web"] is False
+    assert (root / "current").readlink().name == NEW
+    assert (root / "previous").readlink().name == OLD
+    assert (root / "processes").readlink().name == NEW
+    assert not (root / "live-color").exists()
+    assert fake.active == {"demo-offload@1.service"}
+    assert fake.release_at_start["demo-offload@1.service"] == NEW
+    commands = [c[0] for c in host.calls] + [c[1] for c in host.calls if c[0] == "systemctl"]
+    assert "nginx" not in commands and "curl" not in commands and "reload" not in commands
+    assert not any("demo@" in " ".join(c) for c in host.calls)
+    assert not any(c[0] == "GET" for c in host.calls)
+
+
+def test_a_worker_only_switch_reverts_the_processes_and_commits_nothing(tmp_path: Path) -> None:
+    from . import test_switch_module as tsm
+
+    root = tsm.make_app_root(tmp_path, OLD, NEW)
+    (root / "live-color").unlink()
+    fake = FakeSystemd(tmp_path / "etc/systemd/system")
+    host = tsm.FakeHost()
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        host.calls.append(list(argv))
+        return fake.run(argv)
+
+    first = workload(tmp_path, fake, [lib.Process("offload", "python manage.py heartbeat", 1)])
+    first.switch(root / "releases" / OLD)
+    fake.broken = {"offload"}
+    switch = tsm.make(root, tmp_path / "no-upstream.conf", host, web=False)
+    switch.run = run
+    switch.workload = workload(tmp_path, fake, [lib.Process("offload", "nosuch", 1)])
+    switch.workload.run = switch.workload.units.run = run
+    with pytest.raises(tsm.sw.SwitchError) as failed:
+        switch.execute()
+    fake.broken = set()
+    msg = failed.value.msg
+    assert "the process offload (app_processes; unit demo-offload@1.service)" in msg
+    assert msg.endswith(f"; the processes stay on the live release {OLD}.")
+    assert [s["step"] for s in switch.report.steps] == ["processes"]
+    # Nothing committed; the old processes run the old release again.
+    assert (root / "current").readlink().name == OLD
+    assert (root / "processes").readlink().name == OLD
+    assert fake.release_at_start["demo-offload@1.service"] == OLD
+    assert not any("demo@" in " ".join(c) for c in host.calls)

@@ -137,3 +137,22 @@ def test_a_unit_systemd_does_not_know_is_absent() -> None:
     fake = FakeSystemctl()
     shown = ps.show(fake.run, ["demo-gone@1.service"], ps.UNIT_PROPERTIES)
     assert ps._state(shown["demo-gone@1.service"]) == "absent"
+
+
+def test_a_worker_only_host_shows_its_processes_only(tmp_path: Path) -> None:
+    fake = FakeSystemctl()
+    cfg = config(tmp_path)
+    cfg.web = False
+    (cfg.app_root / "live-color").unlink()
+
+    def never(sock: str, path: str, headers: dict[str, str], timeout: float) -> int:
+        raise AssertionError("a worker-only host has no web tier to ask")
+
+    procs = {"worker": Path("/etc/systemd/system/demo-worker@.service")}
+    got = ps.status(cfg, {"id": "R2", "commit": "abc"}, procs, {}, fake.run, never)
+    assert (got["live_color"], got["health"], got["web"]) == ("", "processes only", [])
+    assert got["lines"][0] == "release R2, processes only (no web tier on this host)"
+    assert "  demo-worker@1.service: active/running on R2" in got["lines"]
+    assert not any("web." in line for line in got["lines"])
+    # No systemctl show of the web units: the processes' only.
+    assert not any("demo@" in " ".join(c) for c in fake.calls)

@@ -157,3 +157,14 @@ def test_wiring_computes_the_redis_hosts_once() -> None:
     assert wiring.count("djdeploy_redis_hosts(") == 1
     provision = (ROOT / "playbooks/provision.yml").read_text()
     assert "inventory_hostname in djdeploy_redis_hosts" in provision
+
+
+def test_the_bind_follows_the_app_hosts_when_given() -> None:
+    """app_hosts (djdeploy_app_hosts): only the redis host itself runs the app: loopback."""
+    alone = {"web": ["db"], "db": ["db"]}
+    assert redis.djdeploy_redis_bind("db", alone, ["db"], "10.0.0.5", app_hosts=["db"]) == [
+        "127.0.0.1",
+        "-::1",
+    ]
+    bound = redis.djdeploy_redis_bind("db", alone, ["db"], "10.0.0.5", app_hosts=["db", "w9"])
+    assert bound == ["127.0.0.1", "-::1", "10.0.0.5"]

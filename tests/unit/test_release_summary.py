@@ -138,3 +138,20 @@ def test_the_report_holds_the_summary_and_each_hosts_switch_steps() -> None:
         "switch": {},
     }
     assert "never read" not in str(data)
+
+
+def test_a_worker_only_host_is_shown_as_processes_only() -> None:
+    switch = {**report(1.5), "web": False, "live_color": "", "old_color": ""}
+    switch["steps"] = [{"step": "processes", "seconds": 1.0}, {"step": "commit", "seconds": 0.5}]
+    hostvars = {
+        "web1": {"release_outcome": {"switch": report(), "target": NEW, "batch": ["web1"]}},
+        "db": {"release_outcome": {"switch": switch, "target": NEW, "batch": ["db"]}},
+    }
+    lines = summary.release_summary(
+        hostvars, ["web1", "db"], app="demo", action="release", url="https://d/", now=1.0
+    )
+    assert lines[1] == "batches: web1 | db"
+    assert lines[2].startswith(f"web1: {NEW} on green (was {OLD} on blue)")
+    assert lines[3] == (
+        f"db: {NEW}, processes only (was {OLD}), host work 1.5 s (processes 1.0, commit 0.5)"
+    )

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .loader import load
+from .loader import load, run_module
 
 sw = load("roles/release/library/djdeploy_switch.py")
 
@@ -644,3 +644,22 @@ def test_a_rollback_resolves_its_target_or_refuses_before_anything(app_root: Pat
     assert release == NEW and read["live"]["id"] == OLD and read["target"]["exists"]
     with pytest.raises(sw.SwitchError, match="is already live on web1"):
         sw.resolve_rollback(app_root, "web1", {**option, "to": OLD})
+
+
+def test_the_module_takes_web_false_without_the_web_options(tmp_path: Path) -> None:
+    """A worker-only host's call (web=false) needs no socket, upstream or check options; a web
+    host's call still does (checked before anything is read or changed)."""
+    root = make_app_root(tmp_path)
+    (root / "live-color").unlink()
+    base = {"app": "demo", "app_root": str(root), "release": NEW, "_ansible_check_mode": True}
+    rc, result, output = run_module(
+        "roles/release/library/djdeploy_switch.py", {**base, "web": False}, tmp_path
+    )
+    assert rc == 0, output
+    assert (result["web"], result["live_color"], result["previous_release"]) == (False, "", OLD)
+    rc, result, output = run_module("roles/release/library/djdeploy_switch.py", base, tmp_path)
+    assert rc != 0, output
+    assert result["msg"] == (
+        "state is switched but all of the following are missing: socket_dir, upstream_file,"
+        " upstream_name, health_host, check_argv"
+    )

@@ -1,5 +1,7 @@
 """Celery on the cluster (issue 10): a worker on each app host, beat as a singleton, Redis on
-the db host as the broker (app_redis), tasks queued over HTTPS through the balancer.
+the db host as the broker (app_redis), tasks queued over HTTPS through the balancer. The db host
+is also a worker-only host (group `worker`): it runs the `offload` worker, which consumes its own
+queue, and nothing of the web tier.
 
 The cluster's copy of the demo app adds celery[redis] (prepare.yml); greetings.tasks.record
 appends one line per run to a Redis list per token, so a task that ran twice shows twice.
@@ -47,8 +49,9 @@ def get(path: str) -> tuple[int, str]:
     return status, body
 
 
-def enqueue(token: str, seconds: float = 0.0) -> None:
-    status, body = get(f"/tasks/{token}/enqueue?seconds={seconds}")
+def enqueue(token: str, seconds: float = 0.0, queue: str = "") -> None:
+    where = f"&queue={queue}" if queue else ""
+    status, body = get(f"/tasks/{token}/enqueue?seconds={seconds}{where}")
     assert status == 202, (status, body[-500:])
 
 
@@ -97,6 +100,52 @@ def test_workers_on_each_app_host_and_beat_on_one():
         .file(f"/etc/systemd/system/multi-user.target.wants/{APP}-beat@1.service")
         .exists
     )
+
+
+def live_release(name: str) -> str:
+    return str(other(name).file(f"/srv/{APP}/current").linked_to).rsplit("/", 1)[1]
+
+
+def test_offload_runs_on_the_worker_only_host_only_and_no_web_tier_there():
+    """`offload` (group worker: the db host) runs there and nowhere else; the db host runs none
+    of the web hosts' processes, no gunicorn and no nginx vhost of the app, and serves the same
+    release as the web hosts (released with them)."""
+    db = other(DB)
+    assert db.service(f"{APP}-offload@1.service").is_running
+    assert db.service(f"{APP}-offload@1.service").is_enabled
+    for name in (WEB1, WEB2):
+        web = other(name)
+        assert not web.service(f"{APP}-offload@1.service").is_running, name
+        wants = f"/etc/systemd/system/multi-user.target.wants/{APP}-offload@1.service"
+        assert not web.file(wants).exists, name
+    for unit in (f"{APP}-worker@1.service", f"{APP}-beat@1.service"):
+        assert not db.service(unit).is_running, unit
+        assert not db.file(f"/etc/systemd/system/multi-user.target.wants/{unit}").exists, unit
+    # No web tier: no gunicorn units or colors, no nginx configuration of the app.
+    for path in (
+        f"/etc/systemd/system/{APP}@.service",
+        f"/etc/systemd/system/{APP}@.socket",
+        f"/srv/{APP}/live-color",
+        f"/etc/nginx/djdeploy/{APP}",
+    ):
+        assert not db.file(path).exists, path
+    assert live_release(DB) == live_release(WEB1) == live_release(WEB2)
+
+
+def test_a_task_on_the_offload_queue_runs_on_the_worker_only_host():
+    """Queued over HTTPS through the balancer (a web host enqueues it), processed by `offload`
+    on the db host: the web hosts' workers do not consume that queue."""
+    tokens = [f"o-{uuid.uuid4().hex[:10]}" for _ in range(3)]
+    for token in tokens:
+        enqueue(token, queue="offload")
+    found = wait_for_runs(tokens, timeout=60)
+    for token, runs_of in found.items():
+        assert len(runs_of) == 1, (token, runs_of)
+        assert runs_of[0].split(":")[0] == "db", runs_of
+    # And a task on the default queue still goes to the web hosts' workers.
+    token = f"d-{uuid.uuid4().hex[:10]}"
+    enqueue(token)
+    assert wait_for_runs([token])[token][0].split(":")[0] in ("web1", "web2")
 
 
 def test_beat_fires_once_per_tick():
@@ -167,6 +216,13 @@ def test_a_rollback_under_load_runs_every_task_exactly_once():
     assert len(releases) >= 2, releases
     for name in (WEB1, WEB2):
         assert other(name).service(f"{APP}-worker@1.service").is_running
+    # The worker-only host went back too, its offload worker running the release it serves.
+    assert live_release(DB) == live_release(WEB1)
+    assert other(DB).service(f"{APP}-offload@1.service").is_running
+    assert (
+        other(DB).file(f"/srv/{APP}/processes").linked_to
+        == other(DB).file(f"/srv/{APP}/current").linked_to
+    )
 
 
 def test_the_schedule_runs_on_the_first_app_host_only():

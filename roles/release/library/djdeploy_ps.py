@@ -43,6 +43,12 @@ options:
     description: Host header of that request (one of the app's names).
     type: str
     required: true
+  web:
+    description:
+      - Whether the host serves the web tier. C(false) (a worker-only host) reads no colors and
+        asks no health check; the health is C(processes only) and I(web) is empty.
+    type: bool
+    default: true
 attributes:
   check_mode:
     support: full
@@ -76,7 +82,9 @@ live_color:
   returned: always
   type: str
 health:
-  description: The live color's status code for I(health_path), or why there is none.
+  description:
+    - The live color's status code for I(health_path), or why there is none; C(processes only)
+      on a worker-only host.
   returned: always
   type: str
 web:
@@ -139,6 +147,7 @@ def main() -> None:
             "socket_name": {"type": "str", "required": True},
             "health_path": {"type": "str", "default": "/healthz"},
             "health_host": {"type": "str", "required": True},
+            "web": {"type": "bool", "default": True},
         },
         supports_check_mode=True,
     )
@@ -151,6 +160,7 @@ def main() -> None:
         socket_name=p["socket_name"],
         health_path=p["health_path"],
         health_host=p["health_host"],
+        web=p["web"],
     )
     units = Units(Settings(app=p["app"], app_root=root, manage="", user="", group=""), run_command)
     try:

@@ -30,6 +30,12 @@ description:
     while pruning never fails the call (the release is live), the module warns.
   - With I(state=live) the module only keeps the live color running (its socket started and
     enabled at boot), for a run that has nothing to switch.
+  - With I(web=false) (a worker-only host, without gunicorn or an nginx vhost of the app) only the
+    processes move (no prepare, start, health, upstream, public, drain or retire step); the
+    new release's processes start (the old ones stopped gracefully first, as with a web switch)
+    and must keep running, then the commit (C(current), C(previous); no C(live-color)), the
+    schedules and the prune. A process that does not start reverts the processes to the old
+    release and nothing is committed.
   - Returns a report with the seconds each step took, so a caller can print the host work next
     to the run's total time.
 options:
@@ -45,6 +51,13 @@ options:
     description: The app's name (the units are C(<app>@<color>.socket) and C(.service)).
     type: str
     required: true
+  web:
+    description:
+      - Whether the host serves the web tier (gunicorn colors behind nginx). C(false) for a
+        worker-only host, whose switch moves its processes only; I(socket_dir),
+        I(upstream_file), I(upstream_name), I(health_host) and I(check_argv) are not needed.
+    type: bool
+    default: true
   app_root:
     description: The app's root (C(releases/), C(colors/), C(current), C(live-color) below it).
     type: path
@@ -53,7 +66,8 @@ options:
     description:
       - The release to serve (a directory name in C(<app_root>/releases)). Required with
         I(state=switched) unless I(rollback) is given; so are I(socket_dir),
-        I(upstream_file), I(upstream_name), I(health_host) and I(check_argv).
+        I(upstream_file), I(upstream_name), I(health_host) and I(check_argv), unless
+        I(web=false).
     type: str
   socket_dir:
     description: Directory of the per-color sockets.
@@ -261,9 +275,13 @@ release:
   returned: always
   type: str
 live_color:
-  description: The color that serves after the call.
+  description: The color that serves after the call (empty with I(web=false)).
   returned: always
   type: str
+web:
+  description: Whether the host serves the web tier (the I(web) option).
+  returned: with state=switched
+  type: bool
 old_color:
   description: The color that served before (empty on a host's first release).
   returned: always
@@ -443,6 +461,8 @@ class Config:
     owner: str | None = None
     group: str | None = None
     host: str = ""
+    # False: a worker-only host, whose switch moves the processes only.
+    web: bool = True
 
     def unit(self, color: str, kind: str) -> str:
         return f"{self.app}@{color}.{kind}"
@@ -473,9 +493,11 @@ class Report:
     changed: bool = False
     pruned: dict[str, list[str]] = field(default_factory=lambda: {"releases": [], "venvs": []})
     warnings: list[str] = field(default_factory=list)
+    web: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "web": self.web,
             "release": self.release,
             "live_color": self.live_color,
             "old_color": self.old_color,
@@ -606,8 +628,9 @@ class Switch:
         self.sleep = sleep
         self.clock = clock
         self.chown = chown or _chown
-        self.old_color = self._read_live_color()
-        self.new_color = "green" if self.old_color == "blue" else "blue"
+        # A worker-only host has no colors.
+        self.old_color = self._read_live_color() if cfg.web else ""
+        self.new_color = ("green" if self.old_color == "blue" else "blue") if cfg.web else ""
         self.previous_release = self._read_current()
         # The upstream file's content before this run moved it (None: not moved yet).
         self._moved_from: str | None = None
@@ -618,6 +641,7 @@ class Switch:
             live_color=self.old_color,
             old_color=self.old_color,
             previous_release=self.previous_release,
+            web=cfg.web,
         )
 
     # -- reading the host ------------------------------------------------------------------
@@ -674,7 +698,9 @@ class Switch:
         return f" on {self.cfg.host}" if self.cfg.host else ""
 
     def _live_phrase(self) -> str:
-        return "the live release" + (f" {self.previous_release}" if self.previous_release else "")
+        if not self.previous_release:
+            return "the live release" if self.cfg.web else "nothing (no release was live here)"
+        return f"the live release {self.previous_release}"
 
     def _socket_healthy(self) -> tuple[bool, str]:
         headers = {"Host": self.cfg.health_host, "X-Forwarded-Proto": "https"}
@@ -724,6 +750,28 @@ class Switch:
         data.update(live_color=self.new_color, changed=True)
         return data
 
+    def execute_processes_only(self) -> Report:
+        """A worker-only host (web=false): the processes move to the release (the old ones
+        stopped gracefully, the new ones must keep running, else they go back to the old
+        release and nothing is committed), then the commit without a color, the schedules and
+        the prune."""
+        started = self.clock()
+        try:
+            self._check_release()
+            try:
+                self._switch_processes(None)
+            except OSError as exc:
+                raise SwitchError(
+                    f"release: switching the processes to {self.cfg.release} failed"
+                    f"{self._where()} ({exc}); they stay on {self._live_phrase()}."
+                ) from exc
+            self._commit()
+            self._finish_processes()
+            self._prune()
+        finally:
+            self.report.seconds = self.clock() - started
+        return self.report
+
     def _pruner(self) -> Pruner:
         root = self.cfg.app_root
         # Never the release served now, the one before it, nor what previous or next points at
@@ -759,6 +807,8 @@ class Switch:
 
     def execute(self) -> Report:
         """Run every step; revert and raise SwitchError when one fails before commit."""
+        if not self.cfg.web:
+            return self.execute_processes_only()
         started = self.clock()
         try:
             self._check_release()
@@ -859,9 +909,13 @@ class Switch:
                 self.workload.switch(self.release_dir, self._where())
             except (UnitError, OSError) as exc:
                 self.workload.revert()
+                cause = exc.msg if isinstance(exc, UnitError) else f"release: {exc}"
+                if not self.cfg.web:
+                    raise SwitchError(
+                        f"{cause}; the processes stay on {self._live_phrase()}."
+                    ) from exc
                 self._restore_upstream(old_upstream)
                 self._stop(self.new_color)
-                cause = exc.msg if isinstance(exc, UnitError) else f"release: {exc}"
                 raise SwitchError(
                     f"{cause}; the processes and traffic stay on {self._live_phrase()}."
                 ) from exc
@@ -887,12 +941,14 @@ class Switch:
                 replace_symlink(
                     cfg.app_root / "previous", cfg.app_root / "releases" / self.previous_release
                 )
+            self.report.changed = True
+            if not cfg.web:
+                return  # no color on a worker-only host
             live = cfg.app_root / "live-color"
             write_atomic(live, f"{self.new_color}\n", 0o644)
             if cfg.owner or cfg.group:
                 self.chown(live, cfg.owner, cfg.group)
             self.report.live_color = self.new_color
-            self.report.changed = True
             # --no-reload: only the boot-time link changes; the running manager needs no reload
             # for a unit that is already started (a daemon-reload costs a few hundred ms).
             self._must(
@@ -1120,6 +1176,7 @@ def main() -> None:
             "state": {"type": "str", "choices": ["switched", "live"], "default": "switched"},
             "app": {"type": "str", "required": True},
             "app_root": {"type": "path", "required": True},
+            "web": {"type": "bool", "default": True},
             "release": {"type": "str"},
             "socket_dir": {"type": "path"},
             "socket_name": {"type": "str", "default": "gunicorn-{color}.sock"},
@@ -1142,10 +1199,15 @@ def main() -> None:
             "schedules": {"type": "list", "elements": "dict"},
             "units": UNITS_OPTION_SPEC,
         },
-        required_if=[("state", "switched", needed_to_switch)],
         supports_check_mode=True,
     )
     p = module.params
+    web: bool = p["web"]
+    missing = [name for name in needed_to_switch if p[name] is None]
+    if web and p["state"] == "switched" and missing:
+        module.fail_json(
+            msg=f"state is switched but all of the following are missing: {', '.join(missing)}"
+        )
     host = p["host"] or socket.gethostname()
     release: str = p["release"] or ""
     rolled_back: dict[str, Any] = {}
@@ -1180,11 +1242,15 @@ def main() -> None:
         module.fail_json(msg=exc.msg, lock=run_lock.report if run_lock else {})
     if p["state"] == "live":
         try:
-            kept = keep_live(
-                p["app"],
-                Path(p["app_root"]),
-                p["host"] or socket.gethostname(),
-                check_mode=module.check_mode,
+            kept = (
+                keep_live(
+                    p["app"],
+                    Path(p["app_root"]),
+                    p["host"] or socket.gethostname(),
+                    check_mode=module.check_mode,
+                )
+                if web
+                else {"live_color": "", "unit": "", "actions": [], "changed": False}
             )
             if workload is not None and not module.check_mode:
                 where = f" on {host}"
@@ -1200,13 +1266,14 @@ def main() -> None:
         app=p["app"],
         app_root=Path(p["app_root"]),
         release=release,
-        socket_dir=Path(p["socket_dir"]),
+        # Not used with web=false (a worker-only host has no sockets, nginx or checks).
+        socket_dir=Path(p["socket_dir"] or "/nonexistent"),
         socket_name=p["socket_name"],
-        upstream_file=Path(p["upstream_file"]),
-        upstream_name=p["upstream_name"],
+        upstream_file=Path(p["upstream_file"] or "/nonexistent"),
+        upstream_name=p["upstream_name"] or "",
         health_path=p["health_path"],
-        health_host=p["health_host"],
-        check_argv=p["check_argv"],
+        health_host=p["health_host"] or "",
+        check_argv=p["check_argv"] or [],
         retries=p["retries"],
         delay=p["delay"],
         drain_timeout=p["drain_timeout"],
@@ -1215,6 +1282,7 @@ def main() -> None:
         owner=p["owner"],
         group=p["group"],
         host=host,
+        web=web,
     )
     switch = Switch(cfg, workload=workload)
     try:

@@ -3,7 +3,8 @@
 Per host: the live release, the web units (each color's socket and service, which color is
 live), the live color's answer to the health check on its own socket, every instance of the
 app's processes (the units the release switch wrote, found by their marker) with the release
-it runs, and the schedules' timers with their last and next run.
+it runs, and the schedules' timers with their last and next run. A worker-only host (no web
+tier: ``PsConfig.web`` false) shows "processes only" instead of the colors and the health.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ HttpGet = Callable[[str, str, dict[str, str], float], int]
 COLORS = ("blue", "green")
 UNIT_PROPERTIES = "ActiveState,SubState,NRestarts,ActiveEnterTimestamp,MainPID"
 TIMER_PROPERTIES = "ActiveState,SubState,NextElapseUSecRealtime,LastTriggerUSec"
+# The health of a worker-only host (no web tier to ask).
+PROCESSES_ONLY = "processes only"
 
 
 @dataclass
@@ -32,6 +35,8 @@ class PsConfig:
     socket_name: str
     health_path: str
     health_host: str
+    # False: a worker-only host (no gunicorn colors, no health check).
+    web: bool = True
 
 
 def show(run: Runner, units: list[str], properties: str) -> dict[str, dict[str, str]]:
@@ -100,20 +105,24 @@ def status(
     http_get: HttpGet,
 ) -> dict[str, Any]:
     """The host's status: live release, web colors, health, processes, timers, and lines."""
-    color = _live_color(cfg.app_root)
-    web_units = [f"{cfg.app}@{c}.{kind}" for c in COLORS for kind in ("socket", "service")]
-    web = show(run, web_units, UNIT_PROPERTIES)
-    colors: list[dict[str, Any]] = [
-        {
-            "color": c,
-            "live": c == color,
-            "socket": _state(web[f"{cfg.app}@{c}.socket"]),
-            "service": _state(web[f"{cfg.app}@{c}.service"]),
-            "since": _since(web[f"{cfg.app}@{c}.service"]),
-        }
-        for c in COLORS
-    ]
-    answer = health(cfg, color, http_get)
+    colors: list[dict[str, Any]] = []
+    if cfg.web:
+        color = _live_color(cfg.app_root)
+        web_units = [f"{cfg.app}@{c}.{kind}" for c in COLORS for kind in ("socket", "service")]
+        web = show(run, web_units, UNIT_PROPERTIES)
+        colors = [
+            {
+                "color": c,
+                "live": c == color,
+                "socket": _state(web[f"{cfg.app}@{c}.socket"]),
+                "service": _state(web[f"{cfg.app}@{c}.service"]),
+                "since": _since(web[f"{cfg.app}@{c}.service"]),
+            }
+            for c in COLORS
+        ]
+        answer = health(cfg, color, http_get)
+    else:
+        color, answer = "", PROCESSES_ONLY
 
     instances: list[str] = []
     for name in sorted(processes):
@@ -157,7 +166,11 @@ def status(
         for unit in timer_units
     ]
     release = str(live.get("id") or "")
-    lines = [f"release {release or '(none live)'}, live color {color or '-'}, health {answer}"]
+    lines = [
+        f"release {release or '(none live)'}, live color {color or '-'}, health {answer}"
+        if cfg.web
+        else f"release {release or '(none live)'}, {PROCESSES_ONLY} (no web tier on this host)"
+    ]
     for c in colors:
         mark = "*" if c["live"] else " "
         since = f" since {c['since']}" if c["since"] and c["service"].startswith("active") else ""
