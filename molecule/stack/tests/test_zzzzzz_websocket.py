@@ -30,15 +30,41 @@ done
 """
 
 CLIENT_CODE = f"""
-import json, socket, ssl, sys, time
+import json, socket, ssl, subprocess, sys, threading, time
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+
+def where_it_waits():
+    # The opening handshake is still waiting after 8 s (its timeout is 10): while the connection
+    # is open, show who holds it (nginx's side: Recv-Q unread by nginx; its upstream side: the
+    # app's gunicorn socket and its queue of connections not yet accepted) and which nginx and
+    # gunicorn processes live. nginx's workers are not dumpable: their sockets show without a
+    # process name.
+    for cmd in (
+        ["ss", "-tnpi", "state", "all", "( sport = :443 or dport = :443 )"],
+        ["ss", "-xap"],
+        ["ps", "-o", "pid,ppid,etimes,args", "-C", "nginx,gunicorn"],
+    ):
+        lines = subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines()
+        if cmd[1] == "-xap":
+            lines = [l for l in lines if "nginx" in l or "gunicorn" in l or "/run/{APP}/" in l]
+        out = "\\n".join(" ".join(l.split()) for l in lines)
+        print("$ " + " ".join(cmd) + "\\n" + out[-6000:], file=sys.stderr, flush=True)
+
+
+watchdog = threading.Timer(8, where_it_waits)
+watchdog.daemon = True
+watchdog.start()
 context = ssl.create_default_context(cafile={CERT!r})
 sock = socket.create_connection(("127.0.0.1", 443), timeout=10)
-with connect(
-    "wss://{NAME}/ws/echo/", sock=sock, ssl=context, server_hostname={NAME!r}, open_timeout=10
-) as ws:
+try:
+    ws = connect(
+        "wss://{NAME}/ws/echo/", sock=sock, ssl=context, server_hostname={NAME!r}, open_timeout=10
+    )
+finally:
+    watchdog.cancel()
+with ws:
     result = {{"greeting": ws.recv(timeout=10)}}
     ws.send("ping through nginx")
     result["echo"] = ws.recv(timeout=10)
@@ -62,7 +88,8 @@ def venv_python(host) -> str:
 
 
 def echo(host, python: str) -> dict:
-    result = host.run(f"{python} {CLIENT} echo")
+    # Bounded: a server that never answers leaves the client waiting on its close handshake.
+    result = host.run(f"timeout 60 {python} {CLIENT} echo")
     assert result.rc == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -132,7 +159,7 @@ def test_release_closes_the_old_colors_websocket_and_a_reconnect_reaches_the_new
         # Where the client is stuck (faulthandler's traceback on SIGABRT, in the journal),
         # then no loop left running.
         host.run("systemctl kill -s SIGABRT djdeploy-ws-hold; sleep 1")
-        journal = host.run("journalctl -u djdeploy-ws-hold --no-pager -n 60").stdout
+        journal = host.run("journalctl -u djdeploy-ws-hold --no-pager -n 300").stdout
         host.run(f"touch {LOAD_STOP}; systemctl stop djdeploy-ws-hold")
         raise AssertionError(f"{error}; the client's journal:\n{journal}") from None
     assert json.loads(opened)["greeting"] == f"hello from {release_id(before)}"
