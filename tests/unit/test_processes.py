@@ -497,9 +497,9 @@ def test_the_settle_window_is_polled_and_ends_at_the_first_failure(tmp_path: Pat
     assert "restart(s) within 1.5 s of the 3 s it must keep running" in failed.value.msg
 
 
-def test_a_worker_only_switch_moves_the_processes_and_commits_without_a_color(
-    tmp_path: Path,
-) -> None:
+def worker_only_host(tmp_path: Path) -> tuple[Path, FakeSystemd, Any, Any]:
+    """An app tree with a live release and no color (a worker-only host), the fake systemd, and
+    a command runner that records every call on the fake host before systemd answers it."""
     from . import test_switch_module as tsm
 
     root = tsm.make_app_root(tmp_path, OLD, NEW)
@@ -511,6 +511,15 @@ def test_a_worker_only_switch_moves_the_processes_and_commits_without_a_color(
         host.calls.append(list(argv))
         return fake.run(argv)
 
+    return root, fake, host, run
+
+
+def test_a_worker_only_switch_moves_the_processes_and_commits_without_a_color(
+    tmp_path: Path,
+) -> None:
+    from . import test_switch_module as tsm
+
+    root, fake, host, run = worker_only_host(tmp_path)
     first = workload(tmp_path, fake, [lib.Process("offload", "celery worker -Q offload", 1)])
     first.switch(root / "releases" / OLD)
     switch = tsm.make(root, tmp_path / "no-upstream.conf", host, web=False, keep=2)
@@ -537,15 +546,7 @@ def test_a_worker_only_switch_moves_the_processes_and_commits_without_a_color(
 def test_a_worker_only_switch_reverts_the_processes_and_commits_nothing(tmp_path: Path) -> None:
     from . import test_switch_module as tsm
 
-    root = tsm.make_app_root(tmp_path, OLD, NEW)
-    (root / "live-color").unlink()
-    fake = FakeSystemd(tmp_path / "etc/systemd/system")
-    host = tsm.FakeHost()
-
-    def run(argv: list[str]) -> tuple[int, str, str]:
-        host.calls.append(list(argv))
-        return fake.run(argv)
-
+    root, fake, host, run = worker_only_host(tmp_path)
     first = workload(tmp_path, fake, [lib.Process("offload", "python manage.py heartbeat", 1)])
     first.switch(root / "releases" / OLD)
     fake.broken = {"offload"}
