@@ -64,9 +64,10 @@ records the run's wall seconds and, from the run's summary, the build's seconds,
 step's and the installer (ours.requirements_release in results.json, and a line of the
 summary; ratios uv against pip).
 
---mitogen runs every playbook (ours and the naive baseline) with Mitogen's mitogen_linear
-strategy (PyPI mitogen, pinned in requirements-dev.txt) instead of Ansible's linear one, and
-writes results-mitogen.json instead: the same measurements, to compare the two.
+Every playbook (ours and the naive baseline) runs with the project's strategy, djdeploy_linear
+(ansible.cfg): through Mitogen, pinned in requirements-dev.txt. --linear runs them with
+DJDEPLOY_MITOGEN=0 (Ansible's own linear strategy) and writes results-linear.json instead:
+the same measurements, to compare the two.
 
 results.json keeps the topologies of an earlier run that this run does not measure (each with
 the date and settings of the run that measured it, under `from_run`): `--topology multi` adds
@@ -342,17 +343,18 @@ class BenchError(RuntimeError):
 
 
 _step = 0
-# Extra environment of every playbook run (--mitogen sets the strategy).
+# Extra environment of every playbook run (--linear turns Mitogen off).
 STRATEGY_ENV: dict[str, str] = {}
 
 
-def mitogen_env() -> dict[str, str]:
-    """The environment that makes ansible-playbook use Mitogen's linear strategy."""
-    spec = importlib.util.find_spec("ansible_mitogen")
-    if spec is None or spec.origin is None:
-        raise BenchError("--mitogen needs the mitogen package (make setup installs it)")
-    plugins = Path(spec.origin).parent / "plugins" / "strategy"
-    return {"ANSIBLE_STRATEGY_PLUGINS": str(plugins), "ANSIBLE_STRATEGY": "mitogen_linear"}
+def strategy_env(linear: bool) -> dict[str, str]:
+    """The environment of the strategy measured: djdeploy_linear through Mitogen (which must be
+    installed, or the run would silently measure plain linear), or with Mitogen turned off."""
+    if linear:
+        return {"DJDEPLOY_MITOGEN": "0"}
+    if importlib.util.find_spec("ansible_mitogen") is None:
+        raise BenchError("the bench measures Mitogen: make setup installs it (or pass --linear)")
+    return {"DJDEPLOY_MITOGEN": "1"}
 
 
 def playbook(inventory: Path, path: str, *args: str, secrets: Path, report: bool = False) -> Run:
@@ -827,18 +829,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=600, help="hard bound per window")
     parser.add_argument("--skip-naive", action="store_true", help="only our stack")
     parser.add_argument(
-        "--mitogen", action="store_true", help="Mitogen's strategy (results-mitogen.json)"
+        "--linear", action="store_true", help="Mitogen off: Ansible's linear (results-linear.json)"
     )
     args = parser.parse_args(argv)
-    if args.mitogen:
-        STRATEGY_ENV.update(mitogen_env())
+    STRATEGY_ENV.update(strategy_env(args.linear))
 
     def terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
-    out = STATE / ("results-mitogen.json" if args.mitogen else "results.json")
-    other = STATE / ("results.json" if args.mitogen else "results-mitogen.json")
+    out = STATE / ("results-linear.json" if args.linear else "results.json")
+    other = STATE / ("results.json" if args.linear else "results-linear.json")
     earlier = earlier_results(out)
     # The other strategy's results survive this run (they are compared side by side).
     kept_other = other.read_text() if other.exists() else None
@@ -855,7 +856,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
         },
         "distro": args.distro,
-        "ansible_strategy": STRATEGY_ENV.get("ANSIBLE_STRATEGY", "linear"),
+        "ansible_strategy": "linear" if args.linear else "djdeploy_linear (Mitogen)",
         "probe": {
             "url": f"https://{SERVER_NAME}/",
             "rate": args.rate,

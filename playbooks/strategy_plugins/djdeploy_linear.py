@@ -1,0 +1,175 @@
+"""Strategy djdeploy_linear: Ansible's linear strategy, run through Mitogen when installed.
+
+Ansible spends most of a djdeploy run on per-task overhead: every task starts a fresh Python
+on the host (and, over the docker connection, a ``docker exec``). Mitogen (PyPI ``mitogen``)
+keeps one interpreter per host and user for the whole run and sends modules to it, which
+makes a run of many small tasks several times faster. The order of tasks, their results and
+the hosts' state are the same as with ``linear``.
+
+This strategy is ``linear`` with three rules on top:
+
+- **Mitogen only when it is importable.** Without the package this is exactly Ansible's
+  ``linear``: nothing to install for a user who does not want it.
+- **Plays on the controller stay plain.** A play whose connection is ``local`` (Molecule's
+  create and destroy, which poll ``async`` docker tasks) runs on ``linear``, where Mitogen's
+  local transport has nothing to save and its ``async`` polling has hung.
+- **The inventory's host key policy is kept.** Mitogen puts its own
+  ``StrictHostKeyChecking`` (from ``host_key_checking``) before the inventory's SSH arguments,
+  and ssh takes the first; a ``StrictHostKeyChecking`` in ``ansible_ssh_common_args`` (the
+  demo's ``accept-new`` with its own known_hosts, the stack scenario's ``no``) is turned into
+  Mitogen's matching setting instead.
+- **Fully qualified connection names are understood.** Mitogen replaces only short names
+  (``ssh``, ``docker``, ``local``); the collection and Molecule name them
+  ``ansible.builtin.ssh`` and ``community.docker.docker``. They are mapped to the short ones
+  so those hosts get Mitogen too.
+
+``DJDEPLOY_MITOGEN=0`` in the environment turns Mitogen off without uninstalling it (to
+compare, or to rule it out when a run misbehaves).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from ansible.plugins.strategy.linear import StrategyModule as LinearStrategy
+
+DOCUMENTATION = r"""
+---
+name: djdeploy_linear
+short_description: Ansible's linear strategy, through Mitogen when it is installed
+description:
+  - Runs tasks in order on every host, like C(ansible.builtin.linear).
+  - When the C(mitogen) package is importable and C(DJDEPLOY_MITOGEN) is not C(0), remote
+    hosts are driven through Mitogen (one persistent interpreter per host and user), with
+    fully qualified connection names (C(ansible.builtin.ssh), C(community.docker.docker))
+    mapped to the transports Mitogen replaces. Plays with a C(local) connection always run on
+    plain C(linear).
+author: djdeploy maintainers
+"""
+
+#: Fully qualified connection and become plugin names, and the short names Mitogen handles.
+FQCN_ALIASES: dict[str, str] = {
+    "ansible.builtin.ssh": "ssh",
+    "ansible.builtin.local": "local",
+    "ansible.builtin.paramiko_ssh": "paramiko_ssh",
+    "community.docker.docker": "docker",
+    "ansible.builtin.sudo": "sudo",
+    "ansible.builtin.su": "su",
+}
+
+#: Connection names of plays that run on the controller itself.
+LOCAL_CONNECTIONS = frozenset({"local", "ansible.builtin.local"})
+
+
+def short_name(name: str) -> str:
+    """The short plugin name Mitogen knows for ``name`` (unchanged when it has none)."""
+    return FQCN_ALIASES.get(name, name)
+
+
+def mitogen_wanted(environ: dict[str, str] | os._Environ[str]) -> bool:
+    """Whether the environment allows Mitogen (``DJDEPLOY_MITOGEN=0`` turns it off)."""
+    return environ.get("DJDEPLOY_MITOGEN", "1").strip().lower() not in {"0", "false", "no"}
+
+
+def play_is_local(play: Any) -> bool:
+    """Whether a play runs on the controller: its connection is ``local``."""
+    return str(getattr(play, "connection", "") or "") in LOCAL_CONNECTIONS
+
+
+#: Mitogen's check_host_keys for each StrictHostKeyChecking value of ssh.
+HOST_KEY_POLICIES: dict[str, str] = {
+    "yes": "enforce",
+    "accept-new": "accept",
+    "ask": "accept",
+    "no": "ignore",
+    "off": "ignore",
+}
+
+
+def strict_host_key_checking(ssh_args: list[str]) -> str | None:
+    """The first StrictHostKeyChecking value in ssh arguments (``-o K=V``, ``-oK=V``, ``-o K V``,
+    lowercased), or None when they set none."""
+    options = [
+        ssh_args[i + 1] if arg == "-o" and i + 1 < len(ssh_args) else arg[2:]
+        for i, arg in enumerate(ssh_args)
+        if arg.startswith("-o")
+    ]
+    for option in options:
+        key, _, value = option.replace("=", " ", 1).partition(" ")
+        if key.strip().lower() == "stricthostkeychecking":
+            return value.strip().lower()
+    return None
+
+
+def keeping_host_key_policy(connect: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Mitogen's SSH connection method, with check_host_keys from the SSH arguments' own
+    StrictHostKeyChecking when they set one Mitogen knows."""
+
+    def connect_ssh(spec: Any) -> Any:
+        method = connect(spec)
+        kwargs = method["kwargs"]
+        policy = HOST_KEY_POLICIES.get(strict_host_key_checking(kwargs.get("ssh_args") or []) or "")
+        if policy is not None:
+            kwargs["check_host_keys"] = policy
+        return method
+
+    return connect_ssh
+
+
+def aliased(get_with_context: Callable[..., Any]) -> Callable[..., Any]:
+    """Mitogen's connection loader wrapper, asked with the short name of the plugin."""
+
+    def get_short(name: str, *args: Any, **kwargs: Any) -> Any:
+        return get_with_context(short_name(name), *args, **kwargs)
+
+    return get_short
+
+
+def _load_mitogen() -> Any:
+    """Mitogen's strategy module with the FQCN aliases installed, or None without Mitogen."""
+    if not mitogen_wanted(os.environ):
+        return None
+    try:
+        import ansible_mitogen.connection as mitogen_connection
+        import ansible_mitogen.strategy as mitogen_strategy
+    except ImportError:
+        return None
+    if getattr(mitogen_strategy, "_djdeploy_aliases", False):
+        return mitogen_strategy
+    methods = mitogen_connection.CONNECTION_METHOD
+    for name in ("ssh", "smart"):
+        methods[name] = keeping_host_key_policy(methods[name])
+    for fqcn, short in FQCN_ALIASES.items():
+        if short in methods:
+            methods.setdefault(fqcn, methods[short])
+    redirected = tuple(mitogen_strategy.REDIRECTED_CONNECTION_PLUGINS)
+    mitogen_strategy.REDIRECTED_CONNECTION_PLUGINS = redirected + tuple(
+        fqcn for fqcn, short in FQCN_ALIASES.items() if short in redirected
+    )
+    mitogen_strategy.wrap_connection_loader__get_with_context = aliased(
+        mitogen_strategy.wrap_connection_loader__get_with_context
+    )
+    mitogen_strategy._djdeploy_aliases = True
+    return mitogen_strategy
+
+
+_MITOGEN = _load_mitogen()
+
+if _MITOGEN is None:
+
+    class StrategyModule(LinearStrategy):  # type: ignore[misc]
+        """Ansible's linear strategy (Mitogen is not installed or is turned off)."""
+
+else:
+    _Mixin: Any = _MITOGEN.StrategyMixin
+
+    class StrategyModule(_Mixin, LinearStrategy):  # type: ignore[misc,no-redef]
+        """Ansible's linear strategy through Mitogen, except for plays on the controller."""
+
+        def run(self, iterator: Any, play_context: Any, result: int = 0) -> Any:
+            """Run the play: plain linear when it is local, through Mitogen otherwise."""
+            if play_is_local(getattr(iterator, "_play", None)):
+                return LinearStrategy.run(self, iterator, play_context)
+            return super().run(iterator, play_context)
