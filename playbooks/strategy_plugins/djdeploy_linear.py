@@ -53,7 +53,6 @@ author: djdeploy maintainers
 FQCN_ALIASES: dict[str, str] = {
     "ansible.builtin.ssh": "ssh",
     "ansible.builtin.local": "local",
-    "ansible.builtin.paramiko_ssh": "paramiko_ssh",
     "community.docker.docker": "docker",
     "ansible.builtin.sudo": "sudo",
     "ansible.builtin.su": "su",
