@@ -11,7 +11,8 @@ TEST_JOBS sets --jobs.
 Scenario runs go side by side (--jobs, default 2), the longest first (WEIGHTS): every
 scenario+distro has its own containers, docker network and Molecule state directory, and
 most of a scenario's time is spent waiting (package downloads, service starts, health-check
-retries), so two runs at a time on two cores take far less than twice one.
+retries), so two runs at a time on two cores take far less than twice one. Lint and the unit
+tests run beside them, and each scenario waits only for its own distro's test image.
 
 A scenario may list the distros of the full run in molecule/<scenario>/DISTROS (one per line):
 the multi-host cluster scenario runs on Debian 12 only there (its roles run on both distros in
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +153,71 @@ def failure_digest(log: Path, limit: int = 12, width: int = 300) -> list[str]:
     return [line[:width] for line in picked[:limit]]
 
 
+@dataclass
+class Job:
+    """One command of the run: its step name, argv and environment (None: the runner's)."""
+
+    name: str
+    cmd: list[str]
+    env: dict[str, str] | None = None
+
+
+Runner = Callable[[Job], Step]
+
+
+def run_job(job: Job) -> Step:
+    return run_step(job.name, job.cmd, job.env)
+
+
+def run_all(
+    checks: list[Job],
+    images: dict[str, Job],
+    scenario_runs: list[tuple[str, Job]],
+    jobs: int,
+    runner: Runner = run_job,
+) -> list[Step]:
+    """Run the whole suite with nothing waiting that need not wait.
+
+    Three things go side by side from the start: the checks (lint, then unit tests), the test
+    images (one distro after another), and the scenario runs (``jobs`` at a time, in the
+    given order). A scenario run waits for its own distro's image only, so the longest
+    Debian 12 scenarios start while the Debian 13 image is still being built and while lint
+    runs. A scenario whose image failed is not run (the image's step carries the failure).
+
+    Returns the steps in a stable order: checks, images, then scenario runs as given."""
+    ready = {distro: threading.Event() for distro in images}
+    built: dict[str, bool] = {}
+
+    def build_images() -> list[Step]:
+        done: list[Step] = []
+        try:
+            for distro, job in images.items():
+                step = runner(job)
+                built[distro] = step.ok
+                ready[distro].set()
+                done.append(step)
+        finally:
+            for event in ready.values():
+                event.set()  # a crash above must not leave a scenario waiting forever
+        return done
+
+    def run_scenario(distro: str, job: Job) -> Step | None:
+        if distro in ready:
+            ready[distro].wait()
+            if not built.get(distro, False):
+                say(f"--- {job.name}: not run, its test image failed")
+                return None
+        return runner(job)
+
+    with ThreadPoolExecutor(max_workers=2) as side, ThreadPoolExecutor(max(1, jobs)) as pool:
+        checks_done = side.submit(lambda: [runner(job) for job in checks])
+        images_done = side.submit(build_images)
+        scenarios_done = [pool.submit(run_scenario, distro, job) for distro, job in scenario_runs]
+        steps = checks_done.result() + images_done.result()
+        steps += [step for future in scenarios_done if (step := future.result()) is not None]
+    return steps
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run lint, unit tests and Molecule scenarios")
     parser.add_argument("--distro", action="append", choices=sorted(DISTROS))
@@ -171,29 +238,22 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}; known: {scenarios()}")
 
-    steps: list[Step] = []
     py = sys.executable
+    checks: list[Job] = []
     if not args.skip_lint:
-        steps.append(run_step("lint", ["make", "--no-print-directory", "lint"]))
+        checks.append(Job("lint", ["make", "--no-print-directory", "lint"]))
     if not args.skip_unit:
-        steps.append(run_step("unit tests", [py, "-m", "pytest", "tests/unit", "-q"]))
+        checks.append(Job("unit tests", [py, "-m", "pytest", "tests/unit", "-q"]))
 
-    images = run_step("test images", [py, "-m", "tools.images", *distros])
-    steps.append(images)
-    if images.ok:
-        runs = [(s, d) for s in wanted for d in scenario_distros(s, distros)]
-        runs.sort(key=lambda run: -WEIGHTS.get(run[0], 1))
-
-        def run_scenario(run: tuple[str, str]) -> Step:
-            scenario, distro = run
-            return run_step(
-                f"molecule {scenario} {distro}",
-                ["molecule", "test", "-s", scenario],
-                molecule_env(scenario, distro),
-            )
-
-        with ThreadPoolExecutor(max_workers=max(1, args.jobs or 2)) as pool:
-            steps.extend(pool.map(run_scenario, runs))
+    runs = [(s, d) for s in wanted for d in scenario_distros(s, distros)]
+    runs.sort(key=lambda run: -WEIGHTS.get(run[0], 1))
+    needed = [distro for distro in distros if any(d == distro for _, d in runs)]
+    images = {d: Job(f"test image {d}", [py, "-m", "tools.images", d]) for d in needed}
+    scenario_runs = [
+        (d, Job(f"molecule {s} {d}", ["molecule", "test", "-s", s], molecule_env(s, d)))
+        for s, d in runs
+    ]
+    steps = run_all(checks, images, scenario_runs, args.jobs or 2)
 
     print("\nSummary (seconds):")
     for step in steps:
