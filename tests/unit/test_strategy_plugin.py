@@ -11,6 +11,7 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
+from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.strategy.linear import StrategyModule as LinearStrategy
 
 PATH = Path(__file__).resolve().parents[2] / "playbooks/strategy_plugins/djdeploy_linear.py"
@@ -19,6 +20,8 @@ PATH = Path(__file__).resolve().parents[2] / "playbooks/strategy_plugins/djdeplo
 def load_strategy(monkeypatch: pytest.MonkeyPatch, mitogen: str) -> ModuleType:
     """The plugin imported afresh with DJDEPLOY_MITOGEN=mitogen."""
     monkeypatch.setenv("DJDEPLOY_MITOGEN", mitogen)
+    # Importing the plugin patches DataLoader (the vars file cache): undone after the test.
+    monkeypatch.setattr(DataLoader, "load_from_file", DataLoader.load_from_file)
     name = f"djdeploy_linear_under_test_{mitogen}"
     spec = importlib.util.spec_from_file_location(name, PATH)
     assert spec is not None and spec.loader is not None
@@ -137,3 +140,57 @@ def test_with_mitogen_its_ssh_method_keeps_the_policy(monkeypatch: pytest.Monkey
     load_strategy(monkeypatch, "1")
     assert mitogen_connection.CONNECTION_METHOD["ssh"].__name__ == "connect_ssh"
     assert mitogen_connection.CONNECTION_METHOD["ansible.builtin.ssh"].__name__ == "connect_ssh"
+
+
+class CountingLoader(DataLoader):  # type: ignore[misc]
+    """Ansible's DataLoader, counting the files it really parses."""
+
+    parsed: list[str]
+
+    def load(self, data: Any, file_name: str = "<string>", *args: Any, **kwargs: Any) -> Any:
+        self.parsed.append(file_name)
+        return super().load(data, file_name, *args, **kwargs)
+
+
+def counting_loader(plugin: ModuleType, project: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    loader_class = type("Loader", (CountingLoader,), {"parsed": []})
+    plugin.install_vars_file_cache(loader_class, project)
+    plugin.install_vars_file_cache(loader_class, project)  # a second load stacks nothing
+    return loader_class()
+
+
+def test_the_projects_vars_files_are_parsed_once_per_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    plugin = load_strategy(monkeypatch, "0")
+    project = tmp_path / "playbooks"
+    project.mkdir()
+    wiring = project / "wiring.yml"
+    wiring.write_text("djdeploy_serial: '{{ release_serial }}'\n")
+    outside = tmp_path / "elsewhere.yml"
+    outside.write_text("answer: 42\n")
+    loader = counting_loader(plugin, project, monkeypatch)
+    # How VariableManager.get_vars reads a play's vars_files, once per task and host.
+    first = loader.load_from_file(str(wiring), unsafe=True, cache="vaulted")
+    again = loader.load_from_file(str(wiring), unsafe=True, cache="vaulted")
+    assert first == {"djdeploy_serial": "{{ release_serial }}"}
+    assert again is first
+    assert loader.parsed == [str(wiring)]
+    # A file outside the project, or another kind of call, is parsed as Ansible would.
+    loader.load_from_file(str(outside), unsafe=True, cache="vaulted")
+    loader.load_from_file(str(outside), unsafe=True, cache="vaulted")
+    loader.load_from_file(str(wiring), cache="none")
+    assert loader.parsed == [str(wiring), str(outside), str(outside), str(wiring)]
+
+
+def test_loading_the_plugin_installs_the_cache_on_ansibles_loader_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = DataLoader.load_from_file
+    plugin = load_strategy(monkeypatch, "0")
+    installed = DataLoader.load_from_file
+    assert installed is not original
+    assert getattr(installed, "_djdeploy_project_cache", None) == plugin.PLAYBOOK_DIR
+    load_strategy(monkeypatch, "0")
+    assert DataLoader.load_from_file is installed
+    assert PATH.parents[1] == plugin.PLAYBOOK_DIR
