@@ -204,11 +204,10 @@ def run_all(
         return done
 
     def run_scenario(distro: str, job: Job) -> Step | None:
-        if distro in ready:
-            ready[distro].wait()
-            if not built.get(distro, False):
-                say(f"--- {job.name}: not run, its test image failed")
-                return None
+        ready[distro].wait()
+        if not built.get(distro, False):
+            say(f"--- {job.name}: not run, its test image failed")
+            return None
         return runner(job)
 
     with ThreadPoolExecutor(max_workers=2) as side, ThreadPoolExecutor(max(1, jobs)) as pool:
@@ -249,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = [(s, d) for s in wanted for d in scenario_distros(s, distros)]
     runs.sort(key=lambda run: -WEIGHTS.get(run[0], 1))
-    needed = [distro for distro in distros if any(d == distro for _, d in runs)]
+    used = {distro for _, distro in runs}
+    needed = [distro for distro in distros if distro in used]
     images = {d: Job(f"test image {d}", [py, "-m", "tools.images", d]) for d in needed}
     scenario_runs = [
         (d, Job(f"molecule {s} {d}", ["molecule", "test", "-s", s], molecule_env(s, d)))

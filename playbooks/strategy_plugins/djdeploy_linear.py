@@ -140,8 +140,9 @@ PLAYBOOK_DIR = Path(__file__).resolve().parent.parent
 
 
 def is_within(path: str, directory: Path) -> bool:
-    """Whether ``path`` (absolute) is ``directory`` or below it, after resolving links."""
-    return Path(path).resolve().is_relative_to(directory.resolve())
+    """Whether ``path`` (absolute) is ``directory`` (already resolved) or below it, after
+    resolving the path's links."""
+    return Path(path).resolve().is_relative_to(directory)
 
 
 def caching_project_files(
@@ -154,13 +155,14 @@ def caching_project_files(
     parses a plain one again on every call. For the project's own files, which do not change
     during a run, the plain ones are treated like the vaulted ones. Other calls are passed on
     unchanged."""
+    root = directory.resolve()  # once: this runs for every task and host
 
     def load(self: Any, file_name: str, *args: Any, **kwargs: Any) -> Any:
         if (
             not args
             and kwargs.get("cache") == "vaulted"
             and kwargs.get("unsafe")
-            and is_within(self.path_dwim(file_name), directory)
+            and is_within(self.path_dwim(file_name), root)
         ):
             kwargs["cache"] = "all"
         return load_from_file(self, file_name, *args, **kwargs)

@@ -152,7 +152,7 @@ class CountingLoader(DataLoader):  # type: ignore[misc]
         return super().load(data, file_name, *args, **kwargs)
 
 
-def counting_loader(plugin: ModuleType, project: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def counting_loader(plugin: ModuleType, project: Path) -> Any:
     loader_class = type("Loader", (CountingLoader,), {"parsed": []})
     plugin.install_vars_file_cache(loader_class, project)
     plugin.install_vars_file_cache(loader_class, project)  # a second load stacks nothing
@@ -169,7 +169,7 @@ def test_the_projects_vars_files_are_parsed_once_per_run(
     wiring.write_text("djdeploy_serial: '{{ release_serial }}'\n")
     outside = tmp_path / "elsewhere.yml"
     outside.write_text("answer: 42\n")
-    loader = counting_loader(plugin, project, monkeypatch)
+    loader = counting_loader(plugin, project)
     # How VariableManager.get_vars reads a play's vars_files, once per task and host.
     first = loader.load_from_file(str(wiring), unsafe=True, cache="vaulted")
     again = loader.load_from_file(str(wiring), unsafe=True, cache="vaulted")
