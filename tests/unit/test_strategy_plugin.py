@@ -5,6 +5,7 @@ mapped to the short names Mitogen replaces."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -64,7 +65,11 @@ def test_with_mitogen_remote_plays_get_its_mixin_and_the_aliases_are_installed(
     mitogen_strategy = pytest.importorskip("ansible_mitogen.strategy")
     mitogen_connection = pytest.importorskip("ansible_mitogen.connection")
     plugin = load_strategy(monkeypatch, "1")
-    assert plugin.StrategyModule.__mro__[1:3] == (mitogen_strategy.StrategyMixin, LinearStrategy)
+    assert plugin.StrategyModule.__mro__[1:4] == (
+        plugin.WorkerFreeSkips,
+        mitogen_strategy.StrategyMixin,
+        LinearStrategy,
+    )
     assert "community.docker.docker" in mitogen_strategy.REDIRECTED_CONNECTION_PLUGINS
     methods = mitogen_connection.CONNECTION_METHOD
     assert methods["ansible.builtin.ssh"] is methods["ssh"]
@@ -77,7 +82,7 @@ def test_with_mitogen_remote_plays_get_its_mixin_and_the_aliases_are_installed(
 
 def test_without_mitogen_it_is_plain_linear(monkeypatch: pytest.MonkeyPatch) -> None:
     plugin = load_strategy(monkeypatch, "0")
-    assert plugin.StrategyModule.__mro__[1] is LinearStrategy
+    assert plugin.StrategyModule.__mro__[1:3] == (plugin.WorkerFreeSkips, LinearStrategy)
 
 
 @pytest.mark.parametrize(
@@ -91,7 +96,7 @@ def test_a_local_play_runs_on_plain_linear(
     plugin = load_strategy(monkeypatch, "1")
     ran: list[str] = []
     monkeypatch.setattr(LinearStrategy, "run", lambda self, it, ctx, result=0: ran.append("linear"))
-    mixin = plugin.StrategyModule.__mro__[1]
+    mixin = plugin.StrategyModule.__mro__[2]
     monkeypatch.setattr(mixin, "run", lambda self, it, ctx, result=0: ran.append("mitogen"))
     iterator = SimpleNamespace(_play=SimpleNamespace(connection=connection))
     plugin.StrategyModule.run(object.__new__(plugin.StrategyModule), iterator, None)
@@ -194,3 +199,150 @@ def test_loading_the_plugin_installs_the_cache_on_ansibles_loader_once(
     load_strategy(monkeypatch, "0")
     assert DataLoader.load_from_file is installed
     assert PATH.parents[1] == plugin.PLAYBOOK_DIR
+
+
+# --- tasks whose `when` is false are skipped without a worker -------------------------------
+
+
+PLUGIN_LOADER: list[bool] = []
+
+
+def compiled_tasks(play_tasks: list[dict[str, Any]], tmp: Path) -> tuple[Any, Any, Any, list[Any]]:
+    """A real play on an inventory of one host: (host, variable manager, play context, its
+    tasks in order, blocks flattened, each with its parents)."""
+    from ansible.inventory.manager import InventoryManager
+    from ansible.playbook.play import Play
+    from ansible.playbook.play_context import PlayContext
+    from ansible.plugins.loader import init_plugin_loader
+    from ansible.vars.manager import VariableManager
+
+    if not PLUGIN_LOADER:  # resolves ansible.builtin.* as ansible-playbook does (once)
+        init_plugin_loader()
+        PLUGIN_LOADER.append(True)
+    loader = DataLoader()
+    inventory = InventoryManager(loader=loader, sources="web1,")
+    variables = VariableManager(loader=loader, inventory=inventory)
+    # From a file, as ansible-playbook reads a playbook: its strings are trusted templates.
+    playbook = tmp / "play.yml"
+    playbook.write_text(
+        json.dumps(
+            {"hosts": "all", "gather_facts": False, "vars": {"flag": False}, "tasks": play_tasks}
+        )
+    )
+    data = loader.load_from_file(str(playbook), trusted_as_template=True)
+    play = Play.load(data, variable_manager=variables, loader=loader)
+    tasks: list[Any] = []
+
+    def walk(blocks: list[Any]) -> None:
+        for block in blocks:
+            for item in block.block:
+                if hasattr(item, "block"):
+                    walk([item])
+                elif item.action not in ("meta", "ansible.builtin.meta"):
+                    tasks.append(item)
+
+    walk(play.compile())
+    host = inventory.get_host("web1")
+    return host, (loader, variables, play), PlayContext(play=play), tasks
+
+
+def skip_of(
+    plugin: ModuleType, tmp: Path, task_ds: dict[str, Any], block_when: str | None = None
+) -> Any:
+    """worker_free_skip for the play's one user task (inside a block with block_when)."""
+    tasks = [task_ds] if block_when is None else [{"block": [task_ds], "when": block_when}]
+    host, (loader, variables, play), context, compiled = compiled_tasks(tasks, tmp)
+    task = next(t for t in compiled if t.get_name() == task_ds["name"])
+    task_vars = variables.get_vars(play=play, host=host, task=task)
+    return plugin.worker_free_skip(task, host, task_vars, context, loader)
+
+
+def debug(name: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "ansible.builtin.debug": {"msg": "x"}, **fields}
+
+
+def test_a_false_when_gives_the_workers_skip_result(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    plugin = load_strategy(monkeypatch, "0")
+    assert skip_of(plugin, tmp_path, debug("t", when="flag")) == {
+        "changed": False,
+        "skipped": True,
+        "skip_reason": "Conditional result was False",
+        "false_condition": "flag",
+        "_ansible_no_log": False,
+    }
+    # The first false condition of a list, and one inherited from the block.
+    listed = skip_of(plugin, tmp_path, debug("t", when=["not flag", "inventory_hostname == 'db1'"]))
+    assert listed["false_condition"] == "inventory_hostname == 'db1'"
+    assert skip_of(plugin, tmp_path, debug("t"), block_when="flag")["false_condition"] == "flag"
+    assert (
+        skip_of(plugin, tmp_path, debug("t", when="flag", no_log=True))["_ansible_no_log"] is True
+    )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},  # no when
+        {"when": "not flag"},  # true
+        {"when": "flag", "loop": [1, 2]},  # per item, in the worker
+        {"when": "flag", "delegate_to": "localhost"},
+        {"when": "flag", "run_once": True},
+        {"when": "no_such_variable"},  # the worker reports the error as before
+    ],
+)
+def test_every_other_task_goes_to_a_worker(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fields: dict[str, Any]
+) -> None:
+    plugin = load_strategy(monkeypatch, "0")
+    assert skip_of(plugin, tmp_path, debug("t", **fields)) is None
+
+
+class FakeStrategy:
+    """What WorkerFreeSkips uses of a strategy, and the _queue_task it falls back to."""
+
+    def __init__(self) -> None:
+        self._loader = DataLoader()
+        self._queued_task_cache: dict[tuple[str, str], dict[str, Any]] = {}
+        self._pending_results = 0
+        self.sent: list[Any] = []
+        self.callbacks: list[str] = []
+        self.queued: list[Any] = []
+        self._final_q = SimpleNamespace(send_task_result=self.sent.append)
+        self._tqm = SimpleNamespace(send_callback=lambda name, *args: self.callbacks.append(name))
+
+    def _queue_task(self, host: Any, task: Any, task_vars: Any, play_context: Any) -> None:
+        self.queued.append(task)
+
+
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_a_skip_is_reported_through_the_results_queue(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, switch: str
+) -> None:
+    plugin = load_strategy(monkeypatch, "0")
+    monkeypatch.setenv("DJDEPLOY_WORKER_FREE_SKIPS", switch)
+
+    class Strategy(plugin.WorkerFreeSkips, FakeStrategy):  # type: ignore[name-defined,misc]
+        pass
+
+    host, (_loader, variables, play), context, tasks = compiled_tasks(
+        [debug("skipped", when="flag"), debug("runs", when="not flag")], tmp_path
+    )
+    strategy = Strategy()
+    for task in tasks:
+        strategy._queue_task(
+            host, task, variables.get_vars(play=play, host=host, task=task), context
+        )
+    if switch == "0":  # DJDEPLOY_WORKER_FREE_SKIPS=0: every task to a worker
+        assert [t.get_name() for t in strategy.queued] == ["skipped", "runs"]
+        assert strategy.sent == []
+        return
+    assert [t.get_name() for t in strategy.queued] == ["runs"]
+    [result] = strategy.sent
+    assert result.host is host and result.task.get_name() == "skipped"
+    assert result._return_data["skipped"] is True
+    assert result.task_fields["name"] == "skipped"
+    assert strategy._pending_results == 1
+    assert strategy.callbacks == ["v2_runner_on_start"]
+    assert strategy._queued_task_cache[("web1", tasks[0]._uuid)]["task"] is tasks[0]
