@@ -192,6 +192,15 @@ def start_host(host: Host, distro: str) -> None:
 GIT_DAEMON_UNIT = "bench-git-daemon"
 
 
+#: The db host's firewall rule for git daemon (9418), open to the app hosts' addresses.
+GIT_DAEMON_RULE = {
+    "name": "git-daemon",
+    "port": 9418,
+    "sources": "{{ groups['web'] | map('extract', hostvars, 'app_private_address')"
+    " | map('regex_replace', '$', '/32') | list }}",
+}
+
+
 def serve_repository(host: Host) -> str:
     """git daemon on ``host`` (the db host), read-only, for the other hosts to fetch.
 
@@ -260,6 +269,12 @@ def write_inventory(
         **extra,
     }
     (group_vars / "main.yml").write_text(json.dumps(app, indent=2) + "\n")
+    if len(topo.hosts) > 1:
+        # The db host serves the repository with git daemon (serve_repository): its firewall
+        # (the hardening role) accepts git's port from the app hosts, as in molecule/cluster.
+        (inventory / "group_vars" / "db.yml").write_text(
+            json.dumps({"app_firewall_allow": [GIT_DAEMON_RULE]}, indent=2) + "\n"
+        )
     groups: dict[str, Any] = {}
     for host in topo.hosts:
         for group in host.groups:

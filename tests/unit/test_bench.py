@@ -87,6 +87,13 @@ def test_the_multi_inventory_has_the_lb_web_and_db_groups(
     app = json.loads((inventory / "group_vars" / "all" / "main.yml").read_text())
     assert app["app_repo"] == "git://x"
     assert topo.front == f"{bench.PREFIX}lb"
+    # The db host's firewall lets the app hosts fetch from its git daemon.
+    db = json.loads((inventory / "group_vars" / "db.yml").read_text())
+    assert db["app_firewall_allow"] == [bench.GIT_DAEMON_RULE]
+    assert bench.GIT_DAEMON_RULE["port"] == 9418
+    assert "groups['web']" in str(bench.GIT_DAEMON_RULE["sources"])
+    single = bench.write_inventory(bench.TOPOLOGIES["single"](), tmp_path / "one", {}, {})
+    assert not (single / "group_vars" / "db.yml").exists()
 
 
 def test_an_earlier_run_s_topologies_are_kept_beside_this_run_s() -> None:
