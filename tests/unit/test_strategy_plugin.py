@@ -261,6 +261,10 @@ def debug(name: str, **fields: Any) -> dict[str, Any]:
     return {"name": name, "ansible.builtin.debug": {"msg": "x"}, **fields}
 
 
+def command(name: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "ansible.builtin.command": {"argv": ["true"]}, **fields}
+
+
 def test_a_false_when_gives_the_workers_skip_result(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -304,6 +308,7 @@ class FakeStrategy:
 
     def __init__(self) -> None:
         self._loader = DataLoader()
+        self._variable_manager: Any = None
         self._queued_task_cache: dict[tuple[str, str], dict[str, Any]] = {}
         self._pending_results = 0
         self.sent: list[Any] = []
@@ -327,7 +332,7 @@ def test_a_skip_is_reported_through_the_results_queue(
         pass
 
     host, (_loader, variables, play), context, tasks = compiled_tasks(
-        [debug("skipped", when="flag"), debug("runs", when="not flag")], tmp_path
+        [debug("skipped", when="flag"), command("runs", when="not flag")], tmp_path
     )
     strategy = Strategy()
     for task in tasks:
@@ -346,3 +351,96 @@ def test_a_skip_is_reported_through_the_results_queue(
     assert strategy._pending_results == 1
     assert strategy.callbacks == ["v2_runner_on_start"]
     assert strategy._queued_task_cache[("web1", tasks[0]._uuid)]["task"] is tasks[0]
+
+
+def one_task(tmp: Path, task_ds: dict[str, Any]) -> Any:
+    _host, _vars, _context, compiled = compiled_tasks([task_ds], tmp)
+    return next(t for t in compiled if t.get_name() == task_ds["name"])
+
+
+@pytest.mark.parametrize(
+    "action", ["assert", "debug", "fail", "set_fact", "validate_argument_spec"]
+)
+def test_controller_only_builtin_actions_run_in_process(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, action: str
+) -> None:
+    plugin = load_strategy(monkeypatch, "0")
+    task = {"name": "t", f"ansible.builtin.{action}": {}}
+    assert plugin.runs_in_process(one_task(tmp_path, task))
+
+
+@pytest.mark.parametrize(
+    "task_ds",
+    [
+        command("t"),  # reaches the host
+        {"name": "t", "debug": {"msg": "x"}},  # a short name could be another collection's
+        debug("t", loop=[1, 2]),
+        debug("t", delegate_to="localhost"),
+        debug("t", run_once=True),
+        debug("t", until="true", retries=2),
+        {"name": "t", "ansible.builtin.set_fact": {"a": 1}, "async": 10, "poll": 1},
+    ],
+)
+def test_other_tasks_do_not_run_in_process(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, task_ds: dict[str, Any]
+) -> None:
+    plugin = load_strategy(monkeypatch, "0")
+    assert not plugin.runs_in_process(one_task(tmp_path, task_ds))
+
+
+#: The connection a play's tasks get from ansible-playbook's defaults (a bare play has none).
+LOCAL = {"connection": "local"}
+
+
+def test_controller_only_tasks_run_here_and_report_through_the_results_queue(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    plugin = load_strategy(monkeypatch, "0")
+
+    class Strategy(plugin.WorkerFreeSkips, FakeStrategy):  # type: ignore[name-defined,misc]
+        pass
+
+    host, (loader, variables, play), context, tasks = compiled_tasks(
+        [
+            {
+                "name": "holds",
+                "ansible.builtin.assert": {"that": ["not flag"], "quiet": True},
+                **LOCAL,
+            },
+            {
+                "name": "fact",
+                "ansible.builtin.set_fact": {"seen": "{{ inventory_hostname }}-{{ flag }}"},
+                **LOCAL,
+            },
+            {
+                "name": "fails",
+                "ansible.builtin.assert": {"that": ["flag"], "fail_msg": "flag is off"},
+                **LOCAL,
+            },
+            command("remote"),
+        ],
+        tmp_path,
+    )
+    strategy = Strategy()
+    strategy._loader = loader
+    strategy._variable_manager = variables
+    for task in tasks:
+        strategy._queue_task(
+            host, task, variables.get_vars(play=play, host=host, task=task), context
+        )
+    assert [t.get_name() for t in strategy.queued] == ["remote"]
+    results = {r.task.get_name(): r for r in strategy.sent}
+    assert set(results) == {"holds", "fact", "fails"}
+    assert strategy._pending_results == 3
+    assert strategy.callbacks == ["v2_runner_on_start"] * 3
+    assert not results["holds"]._return_data.get("failed")
+    assert results["fact"]._return_data["ansible_facts"] == {"seen": "web1-False"}
+    assert results["fails"]._return_data["failed"] is True
+    assert results["fails"]._return_data["msg"] == "flag is off"
+    for task in tasks[:3]:
+        # Known by the original task (the results thread finds it by host and id) ...
+        assert strategy._queued_task_cache[("web1", task._uuid)]["task"] is task
+    # ... which the executor did not template: it worked on a copy, as a worker does.
+    fact = next(t for t in tasks if t.get_name() == "fact")
+    assert fact.args == {"seen": "{{ inventory_hostname }}-{{ flag }}"}
+    assert results["fact"].task is not fact and results["fact"].task._uuid == fact._uuid
