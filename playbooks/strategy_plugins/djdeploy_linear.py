@@ -43,7 +43,7 @@ This strategy is ``linear`` with these rules on top:
 - **A task that never reaches the host runs in the strategy's process.** ``assert``, ``fail``,
   ``set_fact``, ``debug`` and ``validate_argument_spec`` (every role's implicit first task) work
   on the variables alone, yet Ansible forks a worker for each: 60-120 ms of controller time
-  apiece, about 70 of the 146 tasks of a no-op ``site.yml``. The strategy runs Ansible's own
+  apiece, about 60 of the 146 tasks of a no-op ``site.yml``. The strategy runs Ansible's own
   TaskExecutor on a copy of the task (a forked worker works on a copy too) and sends its
   result through the same queue. Tasks with a loop, ``delegate_to``, ``run_once``, ``async``
   or ``until``, and handlers, still go to a worker.

@@ -10,6 +10,17 @@ def test_packages_installed(host, package):
     assert host.package(package).is_installed
 
 
+def test_package_list_refresh_is_stamped(host):
+    # The converge refreshed the (image's, stale) lists after installing the hook: the stamp
+    # exists and is not older than the hook, so the next run within cache_valid_time does not
+    # refresh them again.
+    assert "update-success-stamp" in host.run("apt-config dump").stdout
+    hook = host.file("/etc/apt/apt.conf.d/15djdeploy-update-stamp")
+    stamp = host.file("/var/lib/apt/periodic/update-success-stamp")
+    assert stamp.exists
+    assert stamp.mtime >= hook.mtime
+
+
 def test_timezone(host):
     assert host.file("/etc/localtime").linked_to.endswith("Europe/Berlin")
     assert host.run("date +%Z").stdout.strip() in {"CET", "CEST"}
