@@ -13,7 +13,11 @@ The package lists are not refreshed when nothing is installed: ``update_cache`` 
 the install (the base role refreshes stale lists on its own task). That task (``update_cache``
 with ``cache_valid_time`` and nothing else) is answered the same way: apt's own rule, the age
 of ``/var/lib/apt/periodic/update-success-stamp`` (or of ``/var/lib/apt/lists``), read with
-``stat``, and apt runs only when the lists are older than ``cache_valid_time``.
+``stat``, and apt runs only when the lists are older than ``cache_valid_time``. When apt has
+refreshed them for that task, the action touches the stamp itself (STAMP): the base role's apt
+hook does it for every later ``apt-get update``, but a Python interpreter that already read
+apt's configuration (Mitogen keeps one per host for the whole run, and the hardening role's
+installs load apt first) does not see a hook installed during the same run.
 """
 
 from __future__ import annotations
@@ -69,6 +73,10 @@ LISTS_AGE = (
     "date +%s; stat -c %Y /var/lib/apt/periodic/update-success-stamp 2>/dev/null"
     " || stat -c %Y /var/lib/apt/lists 2>/dev/null || echo 0"
 )
+
+
+#: Marks a successful refresh of the lists (the first file apt's rule reads; LISTS_AGE).
+STAMP = "touch /var/lib/apt/periodic/update-success-stamp"
 
 
 def refresh_only_valid_time(args: dict[str, Any]) -> int | None:
@@ -157,4 +165,7 @@ class ActionModule(ActionBase):  # type: ignore[misc]
                 module_name="ansible.builtin.apt", module_args=args, task_vars=task_vars
             )
         )
+        if valid_time is not None and not result.get("failed") and not self._task.check_mode:
+            # Stale by the same rule apt applies, so apt refreshed them: say so for next time.
+            self._low_level_execute_command(STAMP)
         return result

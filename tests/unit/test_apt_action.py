@@ -52,10 +52,15 @@ def test_installed_means_wanted_or_held_and_installed_without_error() -> None:
     assert action.missing(["nginx", "vim", "foo", "unknown"], DPKG) == ["vim", "foo", "unknown"]
 
 
-def run_action(args: dict[str, Any], dpkg: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+def run_action(
+    args: dict[str, Any],
+    dpkg: dict[str, Any],
+    apt: dict[str, Any] | None = None,
+    check_mode: bool = False,
+) -> tuple[dict[str, Any], list[Any]]:
     """The action's run with dpkg's answer and apt (recorded) injected."""
     module = object.__new__(action.ActionModule)
-    module._task = SimpleNamespace(args=args, async_val=0)
+    module._task = SimpleNamespace(args=args, async_val=0, check_mode=check_mode)
     calls: list[Any] = []
 
     def low_level(cmd: str) -> dict[str, Any]:
@@ -64,7 +69,7 @@ def run_action(args: dict[str, Any], dpkg: dict[str, Any]) -> tuple[dict[str, An
 
     def execute_module(module_name: str, module_args: dict[str, Any], task_vars: Any) -> Any:
         calls.append((module_name, module_args))
-        return {"changed": True, "cache_updated": True}
+        return apt if apt is not None else {"changed": True, "cache_updated": True}
 
     module._low_level_execute_command = low_level
     module._execute_module = execute_module
@@ -130,5 +135,24 @@ def test_a_refresh_when_stale_runs_apt_only_when_stale(refreshed: str, apt_runs:
     args = {"update_cache": True, "cache_valid_time": 3600}
     result, calls = run_action(args, {"rc": 0, "stdout": f"1000000\n{refreshed}\n"})
     assert calls[0] == ("dpkg", action.LISTS_AGE)
-    assert (calls[-1] == ("ansible.builtin.apt", args)) is apt_runs
+    assert (("ansible.builtin.apt", args) in calls) is apt_runs
     assert result["changed"] is apt_runs
+    # A refresh apt made is stamped (a hook installed in this run may not have run).
+    assert (calls[-1] == ("dpkg", action.STAMP)) is apt_runs
+
+
+@pytest.mark.parametrize(
+    ("apt", "check_mode"),
+    [({"failed": True, "msg": "no network"}, False), ({"changed": True}, True)],
+)
+def test_a_failed_or_checked_refresh_is_not_stamped(apt: dict[str, Any], check_mode: bool) -> None:
+    args = {"update_cache": True, "cache_valid_time": 3600}
+    _result, calls = run_action(args, {"rc": 0, "stdout": "1000000\n0\n"}, apt, check_mode)
+    assert calls[-1] == ("ansible.builtin.apt", args)
+
+
+def test_an_install_that_refreshes_is_not_stamped_by_the_action() -> None:
+    # Its refresh was judged by apt alone (no age read here): the hook stamps it when loaded.
+    args = {"name": ["vim"], "update_cache": True, "cache_valid_time": 3600}
+    _result, calls = run_action(args, {"rc": 1, "stdout": DPKG})
+    assert calls[-1] == ("ansible.builtin.apt", args)

@@ -11,9 +11,10 @@ def test_packages_installed(host, package):
 
 
 def test_package_list_refresh_is_stamped(host):
-    # The converge refreshed the (image's, stale) lists after installing the hook: the stamp
-    # exists and is not older than the hook, so the next run within cache_valid_time does not
-    # refresh them again.
+    # apt is configured to stamp every successful refresh, and the converge's refresh of the
+    # image's stale lists left the stamp (djdeploy_apt writes it too, for a run whose Python
+    # read apt's configuration before the hook existed): the next run within cache_valid_time
+    # does not refresh them again.
     assert "update-success-stamp" in host.run("apt-config dump").stdout
     hook = host.file("/etc/apt/apt.conf.d/15djdeploy-update-stamp")
     stamp = host.file("/var/lib/apt/periodic/update-success-stamp")
