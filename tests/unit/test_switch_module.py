@@ -7,6 +7,8 @@ command runner that plays systemctl, nginx, curl, journalctl and pgrep.
 from __future__ import annotations
 
 import json
+import os
+import pwd
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +44,13 @@ class FakeHost:
         self.main_pid = "4242"
         self.proc = Path("/nonexistent/proc")
         self.reniced: list[tuple[int, int]] = []
+        self.renice_denied: set[int] = set()
 
     def renice(self, pid: int, niceness: int) -> None:
         if pid == 9999:
             raise ProcessLookupError("gone")
+        if pid in self.renice_denied:
+            raise PermissionError("no CAP_SYS_NICE")
         self.reniced.append((pid, niceness))
 
     def run(self, argv: list[str]) -> tuple[int, str, str]:
@@ -624,6 +629,26 @@ def test_the_old_colors_processes_are_reniced_before_they_stop(
     host2.main_pid = "0"
     make(app_root, upstream, host2).execute()
     assert host2.reniced == []
+
+
+def test_processes_root_may_not_renice_are_reniced_by_their_owner(
+    app_root: Path, upstream: Path, tmp_path: Path
+) -> None:
+    # A container's root has no CAP_SYS_NICE: setpriority on the app user's processes fails
+    # with EPERM, and the app user lowers their priority itself.
+    host = FakeHost()
+    host.proc = tmp_path / "proc"
+    old = "0::/system.slice/system-demo.slice/demo@blue.service\n"
+    for pid in ("4242", "4243", "4244"):
+        (host.proc / pid).mkdir(parents=True)
+        (host.proc / pid / "cgroup").write_text(old)
+    host.renice_denied = {4243, 4244}
+    make(app_root, upstream, host).execute()
+    assert host.reniced == [(4242, 19)]
+    me = pwd.getpwuid(os.getuid()).pw_name  # owns the fake /proc entries
+    order = [" ".join(c) for c in host.calls]
+    renice = order.index(f"runuser -u {me} -- renice -n 19 4243 4244")
+    assert renice < order.index("systemctl stop --no-block demo@blue.service demo@blue.socket")
 
 
 def test_a_rollback_resolves_its_target_or_refuses_before_anything(app_root: Path) -> None:
