@@ -604,21 +604,33 @@ def test_another_runs_lock_refuses_the_switch_and_is_left(tmp_path: Path) -> Non
     assert any("after breaking the lock of bob" in w for w in breaker.warnings)
 
 
+#: /proc/<pid>/cgroup of the old (blue) color's processes.
+OLD_CGROUP = "0::/system.slice/system-demo.slice/demo@blue.service\n"
+
+
+def host_with_proc(tmp_path: Path, cgroups: dict[str, str]) -> FakeHost:
+    """A FakeHost whose /proc holds these entries (name: cgroup file)."""
+    host = FakeHost()
+    host.proc = tmp_path / "proc"
+    for pid, cgroup in cgroups.items():
+        (host.proc / pid).mkdir(parents=True)
+        (host.proc / pid / "cgroup").write_text(cgroup)
+    return host
+
+
 def test_the_old_colors_processes_are_reniced_before_they_stop(
     app_root: Path, upstream: Path, tmp_path: Path
 ) -> None:
-    host = FakeHost()
-    host.proc = tmp_path / "proc"
-    old = "0::/system.slice/system-demo.slice/demo@blue.service\n"
-    for pid, cgroup in (
-        ("4242", old),  # the master
-        ("4243", old),  # a worker
-        ("9999", old),  # a worker that exits meanwhile
-        ("5000", "0::/system.slice/system-demo.slice/demo@green.service\n"),  # the live color
-        ("self", old),  # not a PID
-    ):
-        (host.proc / pid).mkdir(parents=True)
-        (host.proc / pid / "cgroup").write_text(cgroup)
+    host = host_with_proc(
+        tmp_path,
+        {
+            "4242": OLD_CGROUP,  # the master
+            "4243": OLD_CGROUP,  # a worker
+            "9999": OLD_CGROUP,  # a worker that exits meanwhile
+            "5000": "0::/system.slice/system-demo.slice/demo@green.service\n",  # the live color
+            "self": OLD_CGROUP,  # not a PID
+        },
+    )
     make(app_root, upstream, host).execute()
     assert host.reniced == [(4242, 19), (4243, 19)]
     order = [" ".join(c) for c in host.calls]
@@ -636,12 +648,7 @@ def test_processes_root_may_not_renice_are_reniced_by_their_owner(
 ) -> None:
     # A container's root has no CAP_SYS_NICE: setpriority on the app user's processes fails
     # with EPERM, and the app user lowers their priority itself.
-    host = FakeHost()
-    host.proc = tmp_path / "proc"
-    old = "0::/system.slice/system-demo.slice/demo@blue.service\n"
-    for pid in ("4242", "4243", "4244"):
-        (host.proc / pid).mkdir(parents=True)
-        (host.proc / pid / "cgroup").write_text(old)
+    host = host_with_proc(tmp_path, dict.fromkeys(("4242", "4243", "4244"), OLD_CGROUP))
     host.renice_denied = {4243, 4244}
     make(app_root, upstream, host).execute()
     assert host.reniced == [(4242, 19)]
