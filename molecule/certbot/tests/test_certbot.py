@@ -181,7 +181,10 @@ def test_renewal_configuration_uses_webroot_and_the_deploy_hook(host):
     conf = host.file(RENEWAL_CONF).content_string.splitlines()
     assert f"renew_hook = {HOOK}" in conf
     assert "authenticator = webroot" in conf
-    assert "webroot_path = /var/www/acme," in conf
+    # The webroot map names every domain (given whole on certbot's command line).
+    assert "[[webroot_map]]" in conf
+    for domain in DOMAINS:
+        assert f"{domain} = /var/www/acme" in conf
     assert f"server = {DIRECTORY}" in conf
     assert "key_type = ecdsa" in conf
     hook = host.file(HOOK)
