@@ -129,6 +129,18 @@ def inventory_with(tmp_path: Path, **values: Any) -> str:
     return str(target / source.name)
 
 
+def inventory_with_host_vars(tmp_path: Path, host: str, **values: Any) -> str:
+    """A copy of the Molecule inventory where one host also has these variables (its
+    host_vars file beside the inventory, which outranks the inventory file's host variables)."""
+    source = Path(os.environ["MOLECULE_INVENTORY_FILE"])
+    target = tmp_path / "inventory-host-vars"
+    shutil.copytree(source.parent, target, symlinks=False)
+    extra = target / "host_vars" / f"{host}.yml"
+    extra.parent.mkdir(parents=True, exist_ok=True)
+    extra.write_text(yaml.safe_dump(values))
+    return str(target / source.name)
+
+
 def _strip(node: Any, names: tuple[str, ...]) -> None:
     if isinstance(node, dict):
         for name in names:

@@ -20,6 +20,7 @@ from testlib import (
     hashed_static_urls,
     https_get,
     inventory_with,
+    inventory_with_host_vars,
     new_migration,
     run_playbook,
     write_file,
@@ -210,6 +211,31 @@ from django.http import HttpResponse
 def healthz(request):
     return HttpResponse("broken on purpose", status=500)
 """
+
+
+def test_an_unreachable_balancer_stops_the_release_before_anything_changes(tmp_path):
+    """The preflight reaches every host as root before the build: a balancer that does not
+    answer stops the run there, on every host (without it, the app hosts built the release and
+    the run failed at the rotation, leaving the first app host's deploy lock held)."""
+    releases = f"ls /srv/{APP}/releases"
+    before = {name: other(name).run(releases).stdout for name in WEBS}
+    push("echo '# the balancer is unreachable' >> greetings/views.py", "unreachable balancer")
+    # Nothing listens on port 1 of the controller's loopback: the connection is refused.
+    inventory = inventory_with_host_vars(
+        tmp_path,
+        LB,
+        ansible_connection="ansible.builtin.ssh",
+        ansible_host="127.0.0.1",
+        ansible_port=1,
+    )
+    run = run_playbook("playbooks/release.yml", inventory=inventory)
+    assert run.rc != 0
+    assert f"fatal: [{LB}]: UNREACHABLE!" in run.output, run.output[-3000:]
+    # No task of the release role ran: no lock taken, nothing fetched or built.
+    assert "TASK [release :" not in run.output, run.output[-3000:]
+    for name in WEBS:
+        assert other(name).run(releases).stdout == before[name], name
+        assert not other(name).file(f"/run/djdeploy/locks/{APP}.lock").exists, name
 
 
 def test_failed_health_check_reverts_the_canary_and_stops(host, cacert):
