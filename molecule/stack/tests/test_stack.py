@@ -49,12 +49,27 @@ def test_hashed_static_file_comes_from_nginx_with_cache_headers(host, color):
 
 
 def test_the_live_color_warmed_itself_before_its_workers_forked(host, color):
-    # The when_ready hook of gunicorn.conf.py (gunicorn_warmup_path: the health path) ran one
-    # request in the master; the workers then fork with the URLconf already imported.
+    # The when_ready hook of gunicorn.conf.py (gunicorn_warmup_paths: app_warmup_paths, the
+    # health path by default) ran one request in the master; the workers then fork with the
+    # URLconf already imported.
     log = host.run(f"journalctl --no-pager -o cat -u {APP}@{color}.service").stdout
-    assert "warm-up: GET /healthz answered ['200 OK']" in log
+    assert "master warm-up: GET /healthz answered ['200 OK']" in log
     # Then it froze its objects (gc.freeze): the workers' collections leave those pages shared.
     assert re.search(r"gc: froze [1-9][0-9]* objects of the master", log), log[-2000:]
+
+
+def test_each_worker_of_the_live_color_warmed_itself_before_accepting(host, color):
+    # The post_worker_init hook: every worker running now requested the health path once, in
+    # its own process, before it took a connection (gunicorn's log lines carry the worker's PID).
+    main = host.run(f"systemctl show -p MainPID --value {APP}@{color}.service").stdout.strip()
+    workers = host.run(f"pgrep -P {main}").stdout.split()
+    assert workers, f"no worker under gunicorn's master {main}"
+    log = host.run(f"journalctl --no-pager -o cat -u {APP}@{color}.service").stdout
+    for pid in workers:
+        assert f"[{pid}] [INFO] worker warm-up: GET /healthz answered ['200 OK']" in log, (
+            pid,
+            log[-2000:],
+        )
 
 
 def test_live_instance_is_socket_activated_and_runs_as_runtime_user(host, color):
