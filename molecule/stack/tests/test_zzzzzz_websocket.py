@@ -41,10 +41,17 @@ while [ ! -e {LOAD_STOP} ] && [ $i -lt 3000 ]; do
 done
 """
 
+# The client runs on websockets' asyncio implementation: one thread, TLS through memory buffers.
+# Its threaded (sync) client reads the socket in a background thread while the main thread
+# writes the upgrade request; over TLS 1.3 the server's session tickets arrive right after the
+# handshake, and that thread's read of them races the request's write on the same OpenSSL
+# object. Once in CI the upgrade request was never sent: the client had sent its TLS Finished
+# and nothing more, nginx had read it all, the handshake gave up and its cleanup then waited
+# forever for the reader, blocked in SSL read.
 CLIENT_CODE = f"""
-import json, socket, ssl, subprocess, sys, threading, time
+import asyncio, json, ssl, subprocess, sys, time
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
 
 def where_it_waits():
@@ -67,32 +74,34 @@ def where_it_waits():
         print("$ " + " ".join(cmd) + "\\n" + out[-6000:], file=sys.stderr, flush=True)
 
 
-watchdog = threading.Timer(8, where_it_waits)
-watchdog.daemon = True
-watchdog.start()
-context = ssl.create_default_context(cafile={CERT!r})
-sock = socket.create_connection(("127.0.0.1", 443), timeout=10)
-try:
-    ws = connect(
-        "wss://{NAME}/ws/echo/", sock=sock, ssl=context, server_hostname={NAME!r}, open_timeout=10
-    )
-finally:
-    watchdog.cancel()
-with ws:
-    result = {{"greeting": ws.recv(timeout=10)}}
-    ws.send("ping through nginx")
-    result["echo"] = ws.recv(timeout=10)
-    if sys.argv[1] == "hold":
-        print(json.dumps(result), flush=True)
-        start = time.monotonic()
-        try:
-            result["unexpected"] = ws.recv(timeout=float(sys.argv[2]))
-        except TimeoutError:
-            result["close"] = "none: still open after the wait"
-        except ConnectionClosed as exc:
-            result["close"] = exc.rcvd.code if exc.rcvd else "no close frame"
-        result["waited"] = round(time.monotonic() - start, 1)
-print(json.dumps(result), flush=True)
+async def main():
+    context = ssl.create_default_context(cafile={CERT!r})
+    watchdog = asyncio.get_running_loop().call_later(8, where_it_waits)
+    try:
+        ws = await connect(
+            "wss://{NAME}/ws/echo/", host="127.0.0.1", port=443, ssl=context,
+            server_hostname={NAME!r}, open_timeout=10,
+        )
+    finally:
+        watchdog.cancel()
+    async with ws:
+        result = {{"greeting": await asyncio.wait_for(ws.recv(), 10)}}
+        await ws.send("ping through nginx")
+        result["echo"] = await asyncio.wait_for(ws.recv(), 10)
+        if sys.argv[1] == "hold":
+            print(json.dumps(result), flush=True)
+            start = time.monotonic()
+            try:
+                result["unexpected"] = await asyncio.wait_for(ws.recv(), float(sys.argv[2]))
+            except TimeoutError:
+                result["close"] = "none: still open after the wait"
+            except ConnectionClosed as exc:
+                result["close"] = exc.rcvd.code if exc.rcvd else "no close frame"
+            result["waited"] = round(time.monotonic() - start, 1)
+    print(json.dumps(result), flush=True)
+
+
+asyncio.run(main())
 """
 
 
