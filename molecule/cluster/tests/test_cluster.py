@@ -238,6 +238,47 @@ def test_an_unreachable_balancer_stops_the_release_before_anything_changes(tmp_p
         assert not other(name).file(f"/run/djdeploy/locks/{APP}.lock").exists, name
 
 
+def test_a_balancer_lost_after_the_preflight_stops_the_release_and_frees_every_lock(host, tmp_path):
+    """A balancer that stops answering after the preflight (here: the rotation is pointed at an
+    extra inventory host, lb-gone, that the run's --limit keeps out of the preflight) fails the
+    release at the first host's rotation like a failed check: the host stays in the play, its
+    rescue runs and every deploy lock of the run is released (without it, the host left the play
+    as unreachable, its lock stayed held and the next release was refused)."""
+    before = {name: live(name) for name in WEBS}
+    sha = push("echo '# a balancer goes away' >> greetings/views.py", "balancer lost")
+    gone = tmp_path / "gone.yml"
+    # Nothing listens on port 1 of the controller's loopback: the connection is refused.
+    gone.write_text(
+        "all:\n  hosts:\n    lb-gone:\n      ansible_connection: ansible.builtin.ssh\n"
+        "      ansible_host: 127.0.0.1\n      ansible_port: 1\n"
+    )
+    run = run_playbook(
+        "playbooks/release.yml",
+        "-i",
+        str(gone),
+        "--limit",
+        "all:!lb-gone",
+        "-e",
+        '{"nginx_rotation_balancers": ["lb-gone"]}',
+    )
+    assert run.rc != 0
+    assert (
+        f"The load balancer(s) lb-gone did not answer while {WEB1} was being put out of"
+        " their rotation" in run.flat
+    ), run.output[-3000:]
+    assert f"Whether {WEB1} is in the rotation of lb-gone is unknown" in run.flat
+    assert "hosts after this one were not switched" in run.flat
+    for name in WEBS:
+        assert live(name) == before[name], name
+        assert not other(name).file(f"/run/djdeploy/locks/{APP}.lock").exists, name
+    assert in_rotation(host) == {WEB1: True, WEB2: True}
+    # The next release is not refused by a lock, and ships the commit.
+    run = run_playbook("playbooks/release.yml")
+    assert run.rc == 0, run.output[-3000:]
+    for name in WEBS:
+        assert live(name).endswith(sha[:8]), name
+
+
 def test_failed_health_check_reverts_the_canary_and_stops(host, cacert):
     before = {name: live(name) for name in WEBS}
     sha = push(write_file("greetings/views.py", open_views() + FAILING_HEALTH), "health fails")
