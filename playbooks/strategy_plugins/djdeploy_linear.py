@@ -48,6 +48,20 @@ This strategy is ``linear`` with these rules on top:
   result through the same queue. Tasks with a loop, ``delegate_to``, ``run_once``, ``async``
   or ``until``, and handlers, still go to a worker.
 
+- **Through Mitogen, a task only one host runs also runs in the strategy's process.** A forked
+  worker costs more than the task: a ``ping`` took 50-60 ms through a worker and 20 ms here,
+  and most tasks of a single-host run, and of the db and balancer plays of a multi-host one,
+  have one host. When the lockstep batch of a task holds one host (so nothing runs beside it
+  anyway) and the play goes through Mitogen (whose connections live in its multiplexer
+  process; the executor's connection is a client of it, opened and closed per task as in a
+  worker), the task runs in this process like a controller-only one, with the same
+  exclusions, and also not for a task with a ``timeout`` (a worker's alarm signal) or an
+  action that resets or waits for the connection or reads the terminal
+  (KEEP_WORKER_ACTIONS). Tasks of two or more hosts still go to workers, side by side.
+
+The executor gets a copy of the task with its parent blocks but not their task lists (a forked
+worker has all of them, at no cost; copying them cost 10-40 ms a task in a role's block).
+
 ``DJDEPLOY_MITOGEN=0`` in the environment turns Mitogen off without uninstalling it (to
 compare, or to rule it out when a run misbehaves); ``DJDEPLOY_WORKER_FREE_SKIPS=0`` sends every
 task to a worker again (skips and controller-only tasks). The vars file cache does not depend on
@@ -295,6 +309,34 @@ def runs_in_process(task: Any) -> bool:
     )
 
 
+#: Actions that keep their worker even for one host: they reset or wait for the connection, or
+#: read the controller's terminal (short names too: excluding more is safe).
+KEEP_WORKER_ACTIONS = frozenset(
+    {
+        f"{prefix}{name}"
+        for prefix in ("", "ansible.builtin.", "ansible.legacy.")
+        for name in ("reboot", "wait_for_connection", "pause", "meta")
+    }
+)
+
+
+def runs_remote_in_process(task: Any) -> bool:
+    """Whether ``task``, when it is the only host's of its batch, may run in the strategy's
+    process through Mitogen: any action but KEEP_WORKER_ACTIONS, without a loop,
+    ``delegate_to``, ``run_once``, ``async``, ``until`` or ``timeout``, and not a handler."""
+    return (
+        task.action not in KEEP_WORKER_ACTIONS
+        and not task.loop_with
+        and task.loop is None
+        and task.delegate_to is None
+        and not task.run_once
+        and not task.async_val
+        and not task.until
+        and not task.timeout
+        and not isinstance(task, Handler)
+    )
+
+
 def run_in_process(
     task: Any,
     host: Any,
@@ -306,8 +348,9 @@ def run_in_process(
 ) -> tuple[Any, dict[str, Any]]:
     """Run ``task`` on ``host`` the way a worker does (TaskExecutor, in the task's context),
     here. The executor templates the task and adds to its variables, so it gets a copy of both,
-    as a forked worker has; returns that copy and the result."""
-    copy = task.copy()
+    as a forked worker has (the task with its parent blocks, without their lists of tasks:
+    the executor never reads them); returns that copy and the result."""
+    copy = task.copy(exclude_tasks=True)
     with TaskContext(copy):
         result = TaskExecutor(
             host,
@@ -324,8 +367,27 @@ def run_in_process(
 
 class WorkerFreeSkips:
     """Strategy mixin: tasks whose ``when`` is false are reported skipped without a worker
-    (``worker_free_skip``), controller-only tasks run in this process (``run_in_process``);
-    every other task is queued as before."""
+    (``worker_free_skip``), controller-only tasks run in this process (``run_in_process``), and
+    so does a task of one host when REMOTE_IN_PROCESS (the Mitogen strategy) and the play is
+    not local; every other task is queued as before."""
+
+    #: Whether tasks that reach a host may run in this process (through Mitogen only).
+    REMOTE_IN_PROCESS = False
+    #: Whether the current lockstep batch is one host's, in a play that is not local.
+    _djdeploy_one_host = False
+
+    def _get_next_task_lockstep(self, hosts: Any, iterator: Any) -> Any:
+        host_tasks = super()._get_next_task_lockstep(hosts, iterator)  # type: ignore[misc]
+        self._djdeploy_one_host = len(host_tasks) == 1 and not play_is_local(
+            getattr(iterator, "_play", None)
+        )
+        return host_tasks
+
+    def _in_process(self, task: Any) -> bool:
+        """Whether ``task`` (for the batch's host) runs in this process."""
+        if runs_in_process(task):
+            return True
+        return self.REMOTE_IN_PROCESS and self._djdeploy_one_host and runs_remote_in_process(task)
 
     def _queue_task(
         self, host: Any, task: Any, task_vars: dict[str, Any], play_context: Any
@@ -334,7 +396,7 @@ class WorkerFreeSkips:
             return super()._queue_task(host, task, task_vars, play_context)  # type: ignore[misc]
         done = task
         result = worker_free_skip(task, host, task_vars, play_context, self._loader)  # type: ignore[attr-defined]
-        if result is None and runs_in_process(task):
+        if result is None and self._in_process(task):
             self._tqm.send_callback("v2_runner_on_start", host, task)  # type: ignore[attr-defined]
             done, result = run_in_process(
                 task,
@@ -406,6 +468,8 @@ else:
 
     class StrategyModule(WorkerFreeSkips, _Mixin, LinearStrategy):  # type: ignore[misc,no-redef]
         """Ansible's linear strategy through Mitogen, except for plays on the controller."""
+
+        REMOTE_IN_PROCESS = True
 
         def run(self, iterator: Any, play_context: Any, result: int = 0) -> Any:
             """Run the play: plain linear when it is local, through Mitogen otherwise."""

@@ -444,3 +444,135 @@ def test_controller_only_tasks_run_here_and_report_through_the_results_queue(
     fact = next(t for t in tasks if t.get_name() == "fact")
     assert fact.args == {"seen": "{{ inventory_hostname }}-{{ flag }}"}
     assert results["fact"].task is not fact and results["fact"].task._uuid == fact._uuid
+
+
+# --- through Mitogen, a task of one host runs in the strategy's process ----------------------
+
+
+@pytest.mark.parametrize(
+    ("task_ds", "expected"),
+    [
+        (command("t"), True),
+        ({"name": "t", "ansible.builtin.copy": {"content": "x", "dest": "/tmp/x"}}, True),
+        ({"name": "t", "ansible.builtin.include_tasks": "other.yml"}, True),
+        (command("t", loop=[1, 2]), False),
+        (command("t", delegate_to="localhost"), False),
+        (command("t", run_once=True), False),
+        (command("t", until="true", retries=2), False),
+        (command("t", timeout=5), False),
+        ({**command("t"), "async": 10, "poll": 1}, False),
+        ({"name": "t", "ansible.builtin.reboot": {}}, False),
+        ({"name": "t", "wait_for_connection": {}}, False),
+        ({"name": "t", "ansible.builtin.pause": {"seconds": 1}}, False),
+    ],
+)
+def test_which_tasks_of_one_host_may_run_in_process(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, task_ds: dict[str, Any], expected: bool
+) -> None:
+    plugin = load_strategy(monkeypatch, "0")
+    assert plugin.runs_remote_in_process(one_task(tmp_path, task_ds)) is expected
+
+
+class LockstepOf:
+    """A strategy whose lockstep returns the given batch (what linear's would)."""
+
+    def __init__(self, batch: list[Any]) -> None:
+        self.batch = batch
+
+    def _get_next_task_lockstep(self, hosts: Any, iterator: Any) -> list[Any]:
+        return self.batch
+
+
+@pytest.mark.parametrize(
+    ("batch", "connection", "one_host"),
+    [
+        ([("web1", "t")], "ssh", True),
+        ([("web1", "t")], "ansible.builtin.ssh", True),
+        ([("web1", "t"), ("web2", "t")], "ssh", False),
+        ([], "ssh", False),
+        ([("localhost", "t")], "local", False),
+    ],
+)
+def test_the_batch_is_one_hosts_when_the_lockstep_returns_one_remote_host(
+    monkeypatch: pytest.MonkeyPatch, batch: list[Any], connection: str, one_host: bool
+) -> None:
+    plugin = load_strategy(monkeypatch, "0")
+
+    class Strategy(plugin.WorkerFreeSkips, LockstepOf):  # type: ignore[name-defined,misc]
+        pass
+
+    strategy = Strategy(batch)
+    iterator = SimpleNamespace(_play=SimpleNamespace(connection=connection))
+    assert strategy._get_next_task_lockstep([], iterator) == batch
+    assert strategy._djdeploy_one_host is one_host
+
+
+@pytest.mark.parametrize(("remote", "one_host"), [(True, True), (True, False), (False, True)])
+def test_a_task_of_one_host_runs_here_only_through_mitogen(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, remote: bool, one_host: bool
+) -> None:
+    plugin = load_strategy(monkeypatch, "0")
+
+    class Strategy(plugin.WorkerFreeSkips, FakeStrategy):  # type: ignore[name-defined,misc]
+        REMOTE_IN_PROCESS = remote
+
+    # The local connection stands in for Mitogen's: the executor runs the module for real.
+    marker = tmp_path / "ran"
+    host, (loader, variables, play), context, tasks = compiled_tasks(
+        [
+            {
+                "name": "remote",
+                "ansible.builtin.command": {"argv": ["touch", str(marker)]},
+                "vars": {"ansible_python_interpreter": sys.executable},
+                **LOCAL,
+            },
+            {**command("looped", loop=[1]), **LOCAL},
+        ],
+        tmp_path,
+    )
+    strategy = Strategy()
+    strategy._loader = loader
+    strategy._variable_manager = variables
+    strategy._djdeploy_one_host = one_host
+    for task in tasks:
+        strategy._queue_task(
+            host, task, variables.get_vars(play=play, host=host, task=task), context
+        )
+    if not (remote and one_host):
+        assert [t.get_name() for t in strategy.queued] == ["remote", "looped"]
+        assert not marker.exists()
+        return
+    assert [t.get_name() for t in strategy.queued] == ["looped"]
+    [result] = strategy.sent
+    assert result.task.get_name() == "remote", result._return_data
+    assert result._return_data["rc"] == 0, result._return_data
+    assert result._return_data["changed"] is True and marker.exists()
+    assert strategy._pending_results == 1 and strategy.callbacks == ["v2_runner_on_start"]
+    assert strategy._queued_task_cache[("web1", tasks[0]._uuid)]["task"] is tasks[0]
+
+
+def test_the_executor_gets_the_task_with_its_blocks_but_not_their_task_lists(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    plugin = load_strategy(monkeypatch, "0")
+    host, (loader, variables, _play), context, tasks = compiled_tasks(
+        [{"block": [debug("first"), debug("second")], "become": True, **LOCAL}], tmp_path
+    )
+    task = tasks[0]
+    seen: list[Any] = []
+
+    class Executor:
+        def __init__(self, host: Any, copy: Any, *args: Any) -> None:
+            seen.append(copy)
+
+        def run(self) -> dict[str, Any]:
+            return {}
+
+    monkeypatch.setattr(plugin, "TaskExecutor", Executor)
+    copy, _result = plugin.run_in_process(
+        task, host, {}, context, loader, variables, SimpleNamespace()
+    )
+    assert seen == [copy] and copy is not task and copy._uuid == task._uuid
+    assert copy._parent is not task._parent and copy._parent.become is True
+    # The block lists the original tasks: none of them was copied.
+    assert [id(t) for t in copy._parent.block] == [id(t) for t in task._parent.block]
