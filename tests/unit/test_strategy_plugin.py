@@ -576,3 +576,135 @@ def test_the_executor_gets_the_task_with_its_blocks_but_not_their_task_lists(
     assert copy._parent is not task._parent and copy._parent.become is True
     # The block lists the original tasks: none of them was copied.
     assert [id(t) for t in copy._parent.block] == [id(t) for t in task._parent.block]
+
+
+# --- compiled template strings are kept for the run ---------------------------------------
+
+
+def counting_compile(plugin: ModuleType, kept: int = 4096) -> tuple[Any, list[Any]]:
+    """The plugin's caching compile over Jinja's, and the sources Jinja really compiled."""
+    from ansible._internal._templating._jinja_bits import AnsibleEnvironment
+
+    compiled: list[Any] = []
+    original = AnsibleEnvironment.compile
+
+    def jinja_compile(self: Any, source: Any, *args: Any) -> Any:
+        compiled.append(source)
+        return original(self, source, *args)
+
+    return plugin.caching_compiled_strings(jinja_compile, kept), compiled
+
+
+def environment(**settings: Any) -> Any:
+    from ansible._internal._templating._jinja_bits import AnsibleEnvironment
+
+    env = AnsibleEnvironment()
+    return env.overlay(**settings) if settings else env
+
+
+def test_a_template_string_is_compiled_once_and_bound_to_each_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ansible._internal._templating._jinja_bits import AnsibleEnvironment
+
+    plugin = load_strategy(monkeypatch, "0")
+    compile_, compiled = counting_compile(plugin)
+    monkeypatch.setattr(AnsibleEnvironment, "compile", compile_)
+    first, second = environment(), environment()
+    one = first.from_string("{{ a }}-{{ b | default('x') }}")
+    two = second.from_string("{{ a }}-{{ b | default('x') }}")
+    assert compiled == ["{{ a }}-{{ b | default('x') }}"]
+    assert one.environment is first and two.environment is second
+    assert one.root_render_func is not two.root_render_func
+    second.from_string("{{ a }}")
+    assert compiled[-1] == "{{ a }}" and len(compiled) == 2
+
+
+def test_other_settings_or_backslash_escaping_compile_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ansible._internal._templating._jinja_bits import (
+        AnsibleEnvironment,
+        _TemplateCompileContext,
+    )
+
+    plugin = load_strategy(monkeypatch, "0")
+    compile_, compiled = counting_compile(plugin)
+    monkeypatch.setattr(AnsibleEnvironment, "compile", compile_)
+    source = "[[ a ]] {{ a }}"
+    environment().from_string(source)
+    environment(variable_start_string="[[", variable_end_string="]]").from_string(source)
+    assert len(compiled) == 2
+    with _TemplateCompileContext(escape_backslashes=True):
+        environment().from_string(source)
+    with _TemplateCompileContext(escape_backslashes=False):
+        environment().from_string(source)
+        environment().from_string(source)
+    assert len(compiled) == 4
+
+
+def test_named_sources_failures_and_debugging_are_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ansible._internal._templating._jinja_bits import AnsibleEnvironment
+
+    plugin = load_strategy(monkeypatch, "0")
+    compile_, compiled = counting_compile(plugin, kept=2)
+    env = environment()
+    for _ in range(2):
+        compile_(env, "{{ a }}", "named.j2", "named.j2")
+        with pytest.raises(Exception, match="unexpected"):
+            compile_(env, "{{ a ) }}")
+    assert len(compiled) == 4
+    monkeypatch.setattr(AnsibleEnvironment, "_debuggable_template_source", True)
+    compile_(env, "{{ a }}")
+    compile_(env, "{{ a }}")
+    assert len(compiled) == 6
+    monkeypatch.setattr(AnsibleEnvironment, "_debuggable_template_source", False)
+    # Full: it starts over rather than growing.
+    for source in ("{{ a }}", "{{ b }}", "{{ c }}", "{{ a }}"):
+        compile_(env, source)
+    assert compiled[6:] == ["{{ a }}", "{{ b }}", "{{ c }}", "{{ a }}"]
+
+
+def test_templating_engines_share_the_compiled_strings_and_keep_their_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ansible._internal._datatag._tags import TrustedAsTemplate
+    from ansible._internal._templating._engine import TemplateEngine
+    from ansible._internal._templating._jinja_bits import AnsibleEnvironment
+
+    plugin = load_strategy(monkeypatch, "0")
+    compile_, compiled = counting_compile(plugin)
+    monkeypatch.setattr(AnsibleEnvironment, "compile", compile_)
+    source = TrustedAsTemplate().tag("{{ app }}/{{ 'releases' }} \\ [[ app ]]")
+    square = TrustedAsTemplate().tag(
+        "#jinja2: variable_start_string:'[[', variable_end_string:']]'\n" + source
+    )
+    rendered = [
+        TemplateEngine(variables={"app": app}).template(text)
+        for text in (source, square, source, square)
+        for app in ("/srv/a", "/srv/b")
+    ]
+    assert (
+        rendered
+        == [
+            "/srv/a/releases \\ [[ app ]]",
+            "/srv/b/releases \\ [[ app ]]",
+            "{{ app }}/{{ 'releases' }} \\ /srv/a",
+            "{{ app }}/{{ 'releases' }} \\ /srv/b",
+        ]
+        * 2
+    )
+    assert len(compiled) == 2
+
+
+def test_loading_the_plugin_installs_the_compile_cache_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ansible._internal._templating._jinja_bits import AnsibleEnvironment
+
+    monkeypatch.setattr(AnsibleEnvironment, "compile", AnsibleEnvironment.compile)
+    plugin = load_strategy(monkeypatch, "0")
+    installed = AnsibleEnvironment.compile
+    assert hasattr(installed, "_djdeploy_compile_cache")
+    plugin.install_compile_cache(AnsibleEnvironment)
+    assert AnsibleEnvironment.compile is installed
