@@ -54,10 +54,12 @@ This strategy is ``linear`` with these rules on top:
   have one host. When the lockstep batch of a task holds one host (so nothing runs beside it
   anyway) and the play goes through Mitogen (whose connections live in its multiplexer
   process; the executor's connection is a client of it, opened and closed per task as in a
-  worker), the task runs in this process like a controller-only one, with the same
-  exclusions, and also not for a task with a ``timeout`` (a worker's alarm signal) or an
-  action that resets or waits for the connection or reads the terminal
-  (KEEP_WORKER_ACTIONS). Tasks of two or more hosts still go to workers, side by side.
+  worker), the task runs in this process like a controller-only one, loops included (the
+  executor runs the items in turn and reports each through the results queue, as in a
+  worker), with the other exclusions of controller-only tasks, and also not for a task with a
+  ``timeout`` (a worker's alarm signal) or an action that resets or waits for the connection
+  or reads the terminal (KEEP_WORKER_ACTIONS). Tasks of two or more hosts still go to workers,
+  side by side.
 
 - **Template strings are compiled once per run.** ansible-core 2.19 compiles a template string
   again each time it is templated, and a run templates the same strings (task arguments,
@@ -414,12 +416,11 @@ KEEP_WORKER_ACTIONS = frozenset(
 
 def runs_remote_in_process(task: Any) -> bool:
     """Whether ``task``, when it is the only host's of its batch, may run in the strategy's
-    process through Mitogen: any action but KEEP_WORKER_ACTIONS, without a loop,
-    ``delegate_to``, ``run_once``, ``async``, ``until`` or ``timeout``, and not a handler."""
+    process through Mitogen: any action but KEEP_WORKER_ACTIONS, with or without a loop,
+    without ``delegate_to``, ``run_once``, ``async``, ``until`` or ``timeout``, and not a
+    handler."""
     return (
         task.action not in KEEP_WORKER_ACTIONS
-        and not task.loop_with
-        and task.loop is None
         and task.delegate_to is None
         and not task.run_once
         and not task.async_val

@@ -314,7 +314,11 @@ class FakeStrategy:
         self.sent: list[Any] = []
         self.callbacks: list[str] = []
         self.queued: list[Any] = []
-        self._final_q = SimpleNamespace(send_task_result=self.sent.append)
+        self.item_callbacks: list[str] = []
+        self._final_q = SimpleNamespace(
+            send_task_result=self.sent.append,
+            send_callback=lambda name, *args: self.item_callbacks.append(name),
+        )
         self._tqm = SimpleNamespace(send_callback=lambda name, *args: self.callbacks.append(name))
 
     def _queue_task(self, host: Any, task: Any, task_vars: Any, play_context: Any) -> None:
@@ -455,7 +459,8 @@ def test_controller_only_tasks_run_here_and_report_through_the_results_queue(
         (command("t"), True),
         ({"name": "t", "ansible.builtin.copy": {"content": "x", "dest": "/tmp/x"}}, True),
         ({"name": "t", "ansible.builtin.include_tasks": "other.yml"}, True),
-        (command("t", loop=[1, 2]), False),
+        (command("t", loop=[1, 2]), True),
+        (command("t", with_items=[1, 2]), True),
         (command("t", delegate_to="localhost"), False),
         (command("t", run_once=True), False),
         (command("t", until="true", retries=2), False),
@@ -526,7 +531,14 @@ def test_a_task_of_one_host_runs_here_only_through_mitogen(
                 "vars": {"ansible_python_interpreter": sys.executable},
                 **LOCAL,
             },
-            {**command("looped", loop=[1]), **LOCAL},
+            {
+                "name": "looped",
+                "ansible.builtin.command": {"argv": ["touch", "{{ marker }}-{{ item }}"]},
+                "loop": [1, 2],
+                "vars": {"ansible_python_interpreter": sys.executable, "marker": str(marker)},
+                **LOCAL,
+            },
+            {**command("delegated", delegate_to="localhost"), **LOCAL},
         ],
         tmp_path,
     )
@@ -539,15 +551,21 @@ def test_a_task_of_one_host_runs_here_only_through_mitogen(
             host, task, variables.get_vars(play=play, host=host, task=task), context
         )
     if not (remote and one_host):
-        assert [t.get_name() for t in strategy.queued] == ["remote", "looped"]
-        assert not marker.exists()
+        assert [t.get_name() for t in strategy.queued] == ["remote", "looped", "delegated"]
+        assert not list(tmp_path.glob("ran*"))
         return
-    assert [t.get_name() for t in strategy.queued] == ["looped"]
-    [result] = strategy.sent
+    assert [t.get_name() for t in strategy.queued] == ["delegated"]
+    result, looped = strategy.sent
     assert result.task.get_name() == "remote", result._return_data
     assert result._return_data["rc"] == 0, result._return_data
     assert result._return_data["changed"] is True and marker.exists()
-    assert strategy._pending_results == 1 and strategy.callbacks == ["v2_runner_on_start"]
+    # A loop: each item ran, and was reported as a worker reports it, then the whole.
+    assert looped.task.get_name() == "looped"
+    assert [r["item"] for r in looped._return_data["results"]] == [1, 2]
+    assert {p.name for p in tmp_path.glob("ran-*")} == {"ran-1", "ran-2"}
+    assert strategy.item_callbacks == ["v2_runner_item_on_ok"] * 2
+    assert strategy._pending_results == 2
+    assert strategy.callbacks == ["v2_runner_on_start"] * 2
     assert strategy._queued_task_cache[("web1", tasks[0]._uuid)]["task"] is tasks[0]
 
 
