@@ -613,6 +613,17 @@ def counting_compile(plugin: ModuleType, kept: int = 4096) -> tuple[Any, list[An
     return plugin.caching_compiled_strings(jinja_compile, kept), compiled
 
 
+@pytest.fixture
+def compiled(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The plugin's caching compile installed on AnsibleEnvironment for the test; the sources
+    Jinja really compiled."""
+    from ansible._internal._templating._jinja_bits import AnsibleEnvironment
+
+    compile_, sources = counting_compile(load_strategy(monkeypatch, "0"))
+    monkeypatch.setattr(AnsibleEnvironment, "compile", compile_)
+    return sources
+
+
 def environment(**settings: Any) -> Any:
     from ansible._internal._templating._jinja_bits import AnsibleEnvironment
 
@@ -621,13 +632,8 @@ def environment(**settings: Any) -> Any:
 
 
 def test_a_template_string_is_compiled_once_and_bound_to_each_environment(
-    monkeypatch: pytest.MonkeyPatch,
+    compiled: list[Any],
 ) -> None:
-    from ansible._internal._templating._jinja_bits import AnsibleEnvironment
-
-    plugin = load_strategy(monkeypatch, "0")
-    compile_, compiled = counting_compile(plugin)
-    monkeypatch.setattr(AnsibleEnvironment, "compile", compile_)
     first, second = environment(), environment()
     one = first.from_string("{{ a }}-{{ b | default('x') }}")
     two = second.from_string("{{ a }}-{{ b | default('x') }}")
@@ -638,17 +644,9 @@ def test_a_template_string_is_compiled_once_and_bound_to_each_environment(
     assert compiled[-1] == "{{ a }}" and len(compiled) == 2
 
 
-def test_other_settings_or_backslash_escaping_compile_again(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from ansible._internal._templating._jinja_bits import (
-        AnsibleEnvironment,
-        _TemplateCompileContext,
-    )
+def test_other_settings_or_backslash_escaping_compile_again(compiled: list[Any]) -> None:
+    from ansible._internal._templating._jinja_bits import _TemplateCompileContext
 
-    plugin = load_strategy(monkeypatch, "0")
-    compile_, compiled = counting_compile(plugin)
-    monkeypatch.setattr(AnsibleEnvironment, "compile", compile_)
     source = "[[ a ]] {{ a }}"
     environment().from_string(source)
     environment(variable_start_string="[[", variable_end_string="]]").from_string(source)
@@ -684,15 +682,11 @@ def test_named_sources_failures_and_debugging_are_not_kept(monkeypatch: pytest.M
 
 
 def test_templating_engines_share_the_compiled_strings_and_keep_their_variables(
-    monkeypatch: pytest.MonkeyPatch,
+    compiled: list[Any],
 ) -> None:
     from ansible._internal._datatag._tags import TrustedAsTemplate
     from ansible._internal._templating._engine import TemplateEngine
-    from ansible._internal._templating._jinja_bits import AnsibleEnvironment
 
-    plugin = load_strategy(monkeypatch, "0")
-    compile_, compiled = counting_compile(plugin)
-    monkeypatch.setattr(AnsibleEnvironment, "compile", compile_)
     source = TrustedAsTemplate().tag("{{ app }}/{{ 'releases' }} \\ [[ app ]]")
     square = TrustedAsTemplate().tag(
         "#jinja2: variable_start_string:'[[', variable_end_string:']]'\n" + source
