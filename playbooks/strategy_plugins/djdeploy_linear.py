@@ -487,10 +487,23 @@ class WorkerFreeSkips:
     ) -> Any:
         if not switched_on(os.environ, "DJDEPLOY_WORKER_FREE_SKIPS"):
             return super()._queue_task(host, task, task_vars, play_context)  # type: ignore[misc]
-        done = task
         result = worker_free_skip(task, host, task_vars, play_context, self._loader)  # type: ignore[attr-defined]
-        if result is None and self._in_process(task):
-            self._tqm.send_callback("v2_runner_on_start", host, task)  # type: ignore[attr-defined]
+        in_process = result is None and self._in_process(task)
+        if result is None and not in_process:
+            return super()._queue_task(host, task, task_vars, play_context)  # type: ignore[misc]
+        # What _queue_task and the worker do around a result: the task is known by its host
+        # and id before anything about it comes back (a loop's items are reported while it
+        # runs, and the results thread finds their task there), callbacks see it start, the
+        # strategy waits for one more result.
+        self._queued_task_cache[(host.name, task._uuid)] = {  # type: ignore[attr-defined]
+            "host": host,
+            "task": task,
+            "task_vars": task_vars,
+            "play_context": play_context,
+        }
+        self._tqm.send_callback("v2_runner_on_start", host, task)  # type: ignore[attr-defined]
+        done = task
+        if in_process:
             done, result = run_in_process(
                 task,
                 host,
@@ -500,19 +513,6 @@ class WorkerFreeSkips:
                 self._variable_manager,  # type: ignore[attr-defined]
                 self._final_q,  # type: ignore[attr-defined]
             )
-        elif result is not None:
-            self._tqm.send_callback("v2_runner_on_start", host, task)  # type: ignore[attr-defined]
-        else:
-            return super()._queue_task(host, task, task_vars, play_context)  # type: ignore[misc]
-        # What _queue_task and the worker do around a result: the task is known by its host
-        # and id when the result comes back, callbacks saw it start, the strategy waits for
-        # one more result.
-        self._queued_task_cache[(host.name, task._uuid)] = {  # type: ignore[attr-defined]
-            "host": host,
-            "task": task,
-            "task_vars": task_vars,
-            "play_context": play_context,
-        }
         self._final_q.send_task_result(  # type: ignore[attr-defined]
             _RawTaskResult(host=host, task=done, return_data=result, task_fields=done.dump_attrs())
         )

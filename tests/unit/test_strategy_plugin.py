@@ -316,13 +316,18 @@ class FakeStrategy:
         self.queued: list[Any] = []
         self.item_callbacks: list[str] = []
         self._final_q = SimpleNamespace(
-            send_task_result=self.sent.append,
-            send_callback=lambda name, *args: self.item_callbacks.append(name),
+            send_task_result=self.sent.append, send_callback=self._send_callback
         )
         self._tqm = SimpleNamespace(send_callback=lambda name, *args: self.callbacks.append(name))
 
     def _queue_task(self, host: Any, task: Any, task_vars: Any, play_context: Any) -> None:
         self.queued.append(task)
+
+    def _send_callback(self, name: str, task_result: Any) -> None:
+        """A loop item's result: the results thread finds its task by host and id (Ansible's
+        _convert_wire_task_result_to_raw), while the task still runs."""
+        self._queued_task_cache[(task_result.host.name, task_result.task._uuid)]
+        self.item_callbacks.append(name)
 
 
 @pytest.mark.parametrize("switch", ["1", "0"])
