@@ -73,8 +73,8 @@ worker has all of them, at no cost; copying them cost 10-40 ms a task in a role'
 
 ``DJDEPLOY_MITOGEN=0`` in the environment turns Mitogen off without uninstalling it (to
 compare, or to rule it out when a run misbehaves); ``DJDEPLOY_WORKER_FREE_SKIPS=0`` sends every
-task to a worker again (skips and controller-only tasks). The vars file cache does not depend on
-it.
+task to a worker again (skips, controller-only tasks and tasks of one host). The vars file
+cache does not depend on it.
 """
 
 from __future__ import annotations
@@ -295,12 +295,11 @@ def caching_compiled_strings(
             or self._debuggable_template_source
         ):
             return compile_(self, source, name, filename, raw, defer_init)
+        key = (str.__str__(source), compile_settings(self))
         try:
-            key = (str.__str__(source), compile_settings(self))
-            hash(key)
+            code = kept_codes.get(key)
         except TypeError:  # a setting that cannot be a key: compile as before
             return compile_(self, source, name, filename, raw, defer_init)
-        code = kept_codes.get(key)
         if code is None:
             code = compile_(self, source, name, filename, raw, defer_init)
             if len(kept_codes) >= kept:
@@ -387,19 +386,26 @@ CONTROLLER_ONLY_ACTIONS = frozenset(
 )
 
 
+def needs_a_worker(task: Any) -> bool:
+    """Whether ``task`` goes to a worker whatever its action: it has ``delegate_to``,
+    ``run_once``, ``async`` or ``until``, or is a handler."""
+    return (
+        task.delegate_to is not None
+        or bool(task.run_once)
+        or bool(task.async_val)
+        or bool(task.until)
+        or isinstance(task, Handler)
+    )
+
+
 def runs_in_process(task: Any) -> bool:
     """Whether ``task`` may run in the strategy's process: a controller-only action
-    (CONTROLLER_ONLY_ACTIONS) without a loop, ``delegate_to``, ``run_once``, ``async`` or
-    ``until``, and not a handler."""
+    (CONTROLLER_ONLY_ACTIONS) without a loop, and not needs_a_worker."""
     return (
         task.action in CONTROLLER_ONLY_ACTIONS
         and not task.loop_with
         and task.loop is None
-        and task.delegate_to is None
-        and not task.run_once
-        and not task.async_val
-        and not task.until
-        and not isinstance(task, Handler)
+        and not needs_a_worker(task)
     )
 
 
@@ -409,7 +415,7 @@ KEEP_WORKER_ACTIONS = frozenset(
     {
         f"{prefix}{name}"
         for prefix in ("", "ansible.builtin.", "ansible.legacy.")
-        for name in ("reboot", "wait_for_connection", "pause", "meta")
+        for name in ("reboot", "wait_for_connection", "pause")
     }
 )
 
@@ -417,17 +423,8 @@ KEEP_WORKER_ACTIONS = frozenset(
 def runs_remote_in_process(task: Any) -> bool:
     """Whether ``task``, when it is the only host's of its batch, may run in the strategy's
     process through Mitogen: any action but KEEP_WORKER_ACTIONS, with or without a loop,
-    without ``delegate_to``, ``run_once``, ``async``, ``until`` or ``timeout``, and not a
-    handler."""
-    return (
-        task.action not in KEEP_WORKER_ACTIONS
-        and task.delegate_to is None
-        and not task.run_once
-        and not task.async_val
-        and not task.until
-        and not task.timeout
-        and not isinstance(task, Handler)
-    )
+    without a ``timeout``, and not needs_a_worker."""
+    return task.action not in KEEP_WORKER_ACTIONS and not task.timeout and not needs_a_worker(task)
 
 
 def run_in_process(
