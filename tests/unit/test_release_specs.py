@@ -159,7 +159,8 @@ def variables_set_in_task_file(name: str, seen: set[str]) -> set[str]:
 
     A set_fact, or the vars given to an include_tasks: such a variable is the entry point's own
     (e.g. release_state, which build.yml sets for the later plays and rollback.yml gives the
-    switch), not an input its caller has to pass.
+    switch), not an input its caller has to pass. A set_fact that updates a variable from its own
+    value (stage.yml adds to release_state) reads it: that one stays an input.
     """
     if name in seen:
         return set()
@@ -169,7 +170,7 @@ def variables_set_in_task_file(name: str, seen: set[str]) -> set[str]:
     for task in tasks_in(tasks):
         set_fact = module_arg(task, {"set_fact"})
         if set_fact is not None:
-            found |= set(set_fact[1])
+            found |= {var for var, value in set_fact[1].items() if var not in names_in(value)}
         include = module_arg(task, INCLUDES)
         if include is not None:
             found |= set(task.get("vars") or {})

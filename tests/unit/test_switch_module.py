@@ -45,6 +45,8 @@ class FakeHost:
         self.proc = Path("/nonexistent/proc")
         self.reniced: list[tuple[int, int]] = []
         self.renice_denied: set[int] = set()
+        # Units started and not stopped since (systemctl is-active).
+        self.active: set[str] = set()
 
     def renice(self, pid: int, niceness: int) -> None:
         if pid == 9999:
@@ -58,6 +60,12 @@ class FakeHost:
         self.now += 0.01
         if argv[:2] == ["systemctl", "start"] and self.start_fails and self.start_fails in argv[2]:
             return 1, "", "Job failed"
+        if argv[:2] == ["systemctl", "start"]:
+            self.active.update(argv[2:])
+        if argv[:2] == ["systemctl", "stop"]:
+            self.active.difference_update(argv[2:])
+        if argv[:2] == ["systemctl", "is-active"] and not argv[2].startswith("-"):
+            return (0, "active\n", "") if argv[2] in self.active else (3, "inactive\n", "")
         if argv[:2] == ["systemctl", "stop"] and "green" not in " ".join(argv[2:]):
             return self.stop_rc, "", "boom" if self.stop_rc else ""
         if argv[:2] == ["systemctl", "reload"]:
@@ -136,6 +144,7 @@ def upstream(tmp_path: Path) -> Path:
 def make(app_root: Path, upstream: Path, host: FakeHost, **overrides: Any) -> Any:
     host.upstream_file = upstream
     remove = overrides.pop("remove", None)
+    staged = overrides.pop("staged", None)
     cfg = sw.Config(
         app="demo",
         app_root=app_root,
@@ -161,6 +170,7 @@ def make(app_root: Path, upstream: Path, host: FakeHost, **overrides: Any) -> An
         remove=remove,
         renice=host.renice,
         proc=host.proc,
+        staged=staged,
     )
 
 
@@ -695,3 +705,135 @@ def test_the_module_takes_web_false_without_the_web_options(tmp_path: Path) -> N
         "state is switched but all of the following are missing: socket_dir, upstream_file,"
         " upstream_name, health_host, check_argv"
     )
+
+
+# Preboot: a rolling release stages every host, then switches them one by one ----------------
+
+
+def test_stage_starts_the_idle_color_and_touches_nothing_else(
+    app_root: Path, upstream: Path
+) -> None:
+    before = upstream.read_text()
+    host = FakeHost()
+    report = make(app_root, upstream, host).stage()
+    assert report.changed and report.new_color == "green"
+    assert [s["step"] for s in report.steps] == ["prepare", "start", "health"]
+    assert target(app_root / "colors/green") == NEW
+    assert "demo@green.service" in host.active
+    # nginx, the live color and its links are not touched.
+    assert upstream.read_text() == before
+    assert not host.commands(["nginx"]) and not host.commands(["systemctl", "reload"])
+    assert not host.commands(["curl"])
+    assert target(app_root / "current") == OLD
+    assert (app_root / "live-color").read_text() == "blue\n"
+    assert not host.commands(["systemctl", "stop", "demo@blue.service"])
+
+
+def test_a_staged_color_is_checked_again_not_started_again(app_root: Path, upstream: Path) -> None:
+    host = FakeHost()
+    staged = make(app_root, upstream, host).stage().as_dict()
+    starts = len(host.commands(["systemctl", "start"]))
+    report = make(app_root, upstream, host, staged=staged).execute()
+    assert len(host.commands(["systemctl", "start"])) == starts
+    assert [s["step"] for s in report.steps] == [
+        "prepare",
+        "start",
+        "health",
+        "recheck",
+        "upstream",
+        "public",
+        "commit",
+        "drain",
+        "retire",
+    ]
+    assert report.live_color == "green" and target(app_root / "current") == NEW
+    assert "gunicorn-green.sock" in upstream.read_text()
+    assert not report.warnings
+    # The host work counts the staged steps too.
+    assert report.seconds >= sum(s["seconds"] for s in report.steps) - 0.001
+
+
+def test_a_staged_color_that_stopped_is_started_again_with_a_warning(
+    app_root: Path, upstream: Path
+) -> None:
+    host = FakeHost()
+    staged = make(app_root, upstream, host).stage().as_dict()
+    host.active.clear()  # it died (or was stopped) since
+    report = make(app_root, upstream, host, staged=staged).execute()
+    assert [c[2] for c in host.commands(["systemctl", "start"])][-2:] == [
+        "demo@green.socket",
+        "demo@green.service",
+    ]
+    assert "recheck" not in [s["step"] for s in report.steps]
+    assert any("was not running on web1; it was started again" in w for w in report.warnings)
+    assert target(app_root / "current") == NEW
+
+
+def test_a_stage_of_another_release_is_not_taken_over(app_root: Path, upstream: Path) -> None:
+    host = FakeHost()
+    staged = make(app_root, upstream, host).stage().as_dict()
+    report = make(app_root, upstream, host, staged={**staged, "release": OLD}).execute()
+    assert "recheck" not in [s["step"] for s in report.steps]
+    assert report.warnings
+
+
+def test_a_staged_color_that_fails_its_recheck_is_stopped_and_traffic_stays(
+    app_root: Path, upstream: Path
+) -> None:
+    before = upstream.read_text()
+    host = FakeHost()
+    staged = make(app_root, upstream, host).stage().as_dict()
+    host.socket_statuses = [500]
+    with pytest.raises(sw.SwitchError, match="did not start or answer /healthz with 200 on web1"):
+        make(app_root, upstream, host, staged=staged).execute()
+    assert "demo@green.service" not in host.active
+    assert upstream.read_text() == before
+    assert target(app_root / "current") == OLD
+
+
+def test_a_failed_stage_stops_its_color_and_says_traffic_stays(
+    app_root: Path, upstream: Path
+) -> None:
+    host = FakeHost()
+    host.socket_statuses = [503]
+    with pytest.raises(sw.SwitchError) as failed:
+        make(app_root, upstream, host).stage()
+    assert f"traffic stays on the live release {OLD}" in failed.value.msg
+    assert host.commands(["systemctl", "stop", "demo@green.service", "demo@green.socket"])
+    assert "demo@green.service" not in host.active
+    assert not host.commands(["nginx"])
+
+
+def test_unstage_stops_the_idle_color_only_when_it_runs_the_release(
+    app_root: Path, upstream: Path
+) -> None:
+    host = FakeHost()
+    make(app_root, upstream, host).stage()
+    host.active.add("demo@blue.service")  # the live color
+    # Another release's unstage leaves it.
+    report = make(app_root, upstream, host, release=OLD).unstage()
+    assert not report.changed and "demo@green.service" in host.active
+    report = make(app_root, upstream, host).unstage()
+    assert report.changed and [s["step"] for s in report.steps] == ["unstage"]
+    assert host.active == {"demo@blue.service"}
+    # Again: nothing left to stop.
+    assert not make(app_root, upstream, host).unstage().changed
+
+
+def test_the_module_stages_without_the_nginx_options(tmp_path: Path) -> None:
+    root = make_app_root(tmp_path)
+    base = {"app": "demo", "app_root": str(root), "release": NEW, "_ansible_check_mode": True}
+    module = "roles/release/library/djdeploy_switch.py"
+    staged = {**base, "state": "staged", "socket_dir": "/run/demo", "health_host": "demo.test"}
+    rc, result, output = run_module(module, staged, tmp_path)
+    assert rc == 0, output
+    assert (result["new_color"], result["changed"]) == ("green", True)
+    rc, result, output = run_module(module, {**base, "state": "staged"}, tmp_path)
+    assert rc != 0 and result["msg"] == (
+        "state is staged but all of the following are missing: socket_dir, health_host"
+    )
+    rc, result, output = run_module(module, {**staged, "web": False}, tmp_path)
+    assert rc != 0 and result["msg"] == "release: state=staged is for a web host (web=true)"
+    # A worker-only host in the abort's loop: nothing to stop.
+    rc, result, output = run_module(module, {**base, "state": "unstaged", "web": False}, tmp_path)
+    assert rc == 0 and not result["changed"], output

@@ -41,6 +41,16 @@ def live(name: str) -> str:
     return other(name).file(f"/srv/{APP}/current").linked_to
 
 
+def running_colors(name: str) -> dict[str, str]:
+    """The colors whose gunicorn service runs on an app host, with the release each runs."""
+    host = other(name)
+    return {
+        color: Path(host.file(f"/srv/{APP}/colors/{color}").linked_to).name
+        for color in ("blue", "green")
+        if host.service(f"{APP}@{color}.service").is_running
+    }
+
+
 def address(host: Any) -> str:
     return host.run("hostname -I").stdout.split()[0]
 
@@ -171,6 +181,13 @@ def test_rolling_release_under_load_loses_no_request(host, cacert):
     assert in_rotation(host) == {WEB1: True, WEB2: True}
     # One host per batch (release_serial 1, the default): the summary lists two batches.
     assert f"batches: {WEB1} | {WEB2}" in run.flat, run.output[-2000:]
+    # Preboot (app_release_preboot, on when the switch rolls): both hosts started the release
+    # before the first switch, and each switch checked the started color again instead of
+    # booting it; afterwards each host runs the new release only, on one color.
+    assert "TASK [release : Stage | Start the release on the idle color" in run.output
+    assert run.flat.count(", recheck ") == 2, run.output[-2000:]
+    for name in WEBS:
+        assert list(running_colors(name).values()) == [Path(live(name)).name], name
     page = https_get(host, NAME, "/", cacert=ROOT)
     assert sha[:8] in page.body
     new_static = hashed_static_urls(page.body)
@@ -270,6 +287,9 @@ def test_a_balancer_lost_after_the_preflight_stops_the_release_and_frees_every_l
     assert "hosts after this one were not switched" in run.flat
     for name in WEBS:
         assert live(name) == before[name], name
+        # The release both hosts had started (preboot) is stopped again: each host runs its
+        # live release only.
+        assert list(running_colors(name).values()) == [Path(before[name]).name], name
         assert not other(name).file(f"/run/djdeploy/locks/{APP}.lock").exists, name
     assert in_rotation(host) == {WEB1: True, WEB2: True}
     # The next release is not refused by a lock, and ships the commit.
@@ -279,19 +299,24 @@ def test_a_balancer_lost_after_the_preflight_stops_the_release_and_frees_every_l
         assert live(name).endswith(sha[:8]), name
 
 
-def test_failed_health_check_reverts_the_canary_and_stops(host, cacert):
+def test_failed_health_check_stops_the_release_before_any_host_switches(host, cacert):
     before = {name: live(name) for name in WEBS}
     sha = push(write_file("greetings/views.py", open_views() + FAILING_HEALTH), "health fails")
     load = probe(cacert).start()
     run = run_playbook("playbooks/release.yml")
     report = load.stop()
     assert run.rc != 0
+    # Preboot: the release is started on every web host before any switch, so a release that
+    # does not answer its health check stops the run there, before any host left the rotation.
     assert f"did not start or answer /healthz with 200 on {WEB1}" in run.flat
-    assert f"{WEB1} is in the load balancers' rotation" in run.flat
-    assert "hosts after this one were not switched" in run.flat
+    assert "No host was switched: the live release keeps serving everywhere." in run.flat
+    assert "TASK [Switch | Take the host out" not in run.output, run.output[-3000:]
     assert report["failed"] == 0, {k: report[k] for k in ("sent", "failed", "status", "errors")}
     for name in WEBS:
         assert live(name) == before[name], f"{name} does not serve the previous release"
+        # The failed release runs nowhere (its own host stopped it; abort.yml stops it on the
+        # hosts where it started).
+        assert list(running_colors(name).values()) == [Path(before[name]).name], name
     assert in_rotation(host) == {WEB1: True, WEB2: True}
     # The run released its locks everywhere, also on web2, which it never reached.
     for name in WEBS:

@@ -30,6 +30,15 @@ description:
     while pruning never fails the call (the release is live), the module warns.
   - With I(state=live) the module only keeps the live color running (its socket started and
     enabled at boot), for a run that has nothing to switch.
+  - With I(state=staged) (preboot) it runs the prepare, start and health steps only (the idle
+    color runs I(release) and answers on its own socket; nginx and the live color are not
+    touched), and the lock stays held. A rolling release stages every host side by side before
+    the host-by-host switches; each switch then gets the stage's report as I(staged), checks the
+    staged color on its socket again (step C(recheck)) instead of starting it, and goes on from
+    the upstream step. A staged color that no longer runs is started again as usual. A failed
+    stage stops the color it started.
+  - With I(state=unstaged) it stops the idle color when it runs I(release) (a staged color of a
+    run that stopped before this host switched); the live color is never touched.
   - With I(web=false) (a worker-only host, without gunicorn or an nginx vhost of the app) only the
     processes move (no prepare, start, health, upstream, public, drain or retire step); the
     new release's processes start (the old ones stopped gracefully first, as with a web switch)
@@ -44,8 +53,11 @@ options:
       - C(switched) moves the host to I(release); C(live) only makes sure the live color's
         socket is started and enabled (nothing to switch), and needs no other option than
         I(app), I(app_root) and I(host).
+      - C(staged) starts I(release) on the idle color and checks it on its socket, nothing
+        more (needs I(socket_dir) and I(health_host), not the nginx options); C(unstaged)
+        stops the idle color when it runs I(release).
     type: str
-    choices: [switched, live]
+    choices: [switched, live, staged, unstaged]
     default: switched
   app:
     description: The app's name (the units are C(<app>@<color>.socket) and C(.service)).
@@ -217,6 +229,13 @@ options:
           at every half second, so a process that fails sooner fails the check at once).
         type: float
         default: 5
+  staged:
+    description:
+      - With I(state=switched), the report of this run's I(state=staged) call on the host
+        (C(release), C(new_color), C(steps)). When that color still runs I(release), it is
+        checked on its socket (C(recheck)) instead of being prepared and started; its steps
+        come first in the report.
+    type: dict
   lock:
     description:
       - The run's deploy lock (the options of the djdeploy_lock module with
@@ -224,7 +243,8 @@ options:
         release's layout call took it, keeps it; another run's lock fails the call, naming its
         holder), released when the host is done (a lock that cannot be released is a warning,
         as the switch is done). After a failure the lock stays held; the caller's abort
-        releases the run's locks on every host.
+        releases the run's locks on every host. With I(state=staged) it is taken (or found
+        held by the run) and kept.
     type: dict
 attributes:
   check_mode:
@@ -254,6 +274,16 @@ EXAMPLES = r"""
     group: deploy
   register: switch
 
+- name: Preboot the release on the idle color (a rolling release, every host at once)
+  djdeploy_switch:
+    state: staged
+    app: demo
+    app_root: /srv/demo
+    release: 20260101T000000Z-abcdef12
+    socket_dir: /run/demo
+    health_host: demo.example.com
+  register: stage
+
 - name: Keep the live color running (nothing to switch)
   djdeploy_switch:
     state: live
@@ -282,6 +312,10 @@ web:
   description: Whether the host serves the web tier (the I(web) option).
   returned: with state=switched
   type: bool
+new_color:
+  description: The idle color the release was started on (empty with I(web=false)).
+  returned: with state=switched or staged
+  type: str
 old_color:
   description: The color that served before (empty on a host's first release).
   returned: always
@@ -503,12 +537,14 @@ class Report:
     pruned: dict[str, list[str]] = field(default_factory=lambda: {"releases": [], "venvs": []})
     warnings: list[str] = field(default_factory=list)
     web: bool = True
+    new_color: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "web": self.web,
             "release": self.release,
             "live_color": self.live_color,
+            "new_color": self.new_color,
             "old_color": self.old_color,
             "previous_release": self.previous_release,
             "steps": self.steps,
@@ -626,8 +662,13 @@ class Switch:
         renice: Renice = os_renice,
         proc: Path = Path("/proc"),
         workload: Workload | None = None,
+        staged: dict[str, Any] | None = None,
     ) -> None:
         self.cfg = cfg
+        # The report of this run's stage call on the host (state=staged), if any.
+        self.staged = staged or {}
+        # Seconds of the staged steps taken over (they count in the report's total).
+        self._staged_seconds = 0.0
         self.workload = workload
         self.renice = renice
         self.proc = proc
@@ -651,6 +692,7 @@ class Switch:
             old_color=self.old_color,
             previous_release=self.previous_release,
             web=cfg.web,
+            new_color=self.new_color,
         )
 
     # -- reading the host ------------------------------------------------------------------
@@ -822,7 +864,7 @@ class Switch:
         try:
             self._check_release()
             try:
-                self._start_new()
+                self._start_or_adopt()
                 old_upstream = self._move_upstream()
                 self._check_public(old_upstream)
                 self._switch_processes(old_upstream)
@@ -839,8 +881,83 @@ class Switch:
             self._retire()
             self._prune()
         finally:
+            self.report.seconds = self.clock() - started + self._staged_seconds
+        return self.report
+
+    def stage(self) -> Report:
+        """Preboot: start the release on the idle color and check it on its own socket; nginx,
+        the live color and the processes are not touched. A failure stops what it started."""
+        started = self.clock()
+        try:
+            self._check_release()
+            try:
+                self._start_new()
+            except OSError as exc:
+                self._stop(self.new_color)
+                raise SwitchError(
+                    f"release: starting {self.cfg.release} on the idle color failed"
+                    f"{self._where()} ({exc}); traffic stays on {self._live_phrase()}."
+                ) from exc
+            self.report.changed = True
+        finally:
             self.report.seconds = self.clock() - started
         return self.report
+
+    def unstage(self) -> Report:
+        """Stop the idle color when it runs the release (a staged color the run never switched
+        to); anything else is left alone."""
+        color = self.new_color
+        if color and self.runs_release(color):
+            with self._step("unstage"):
+                self._stop(color)
+            self.report.changed = True
+        return self.report
+
+    def runs_release(self, color: str) -> bool:
+        """Whether the color's link points at the release and its service is active."""
+        link = self.cfg.app_root / "colors" / color
+        if not link.is_symlink() or link.readlink().name != self.cfg.release:
+            return False
+        rc, out, _ = self._systemctl("is-active", self.cfg.unit(color, "service"))
+        return rc == 0 and out.strip() == "active"
+
+    def _start_or_adopt(self) -> None:
+        """Start the idle color, or take over the one this run staged when it still runs the
+        release (checked again on its socket: it must answer now, not only when staged)."""
+        staged = self.staged
+        if not staged:
+            self._start_new()
+            return
+        if (
+            staged.get("release") != self.cfg.release
+            or staged.get("new_color") != self.new_color
+            or not self.runs_release(self.new_color)
+        ):
+            self.report.warnings.append(
+                f"release: the staged {self.new_color} color of {self.cfg.release} was not"
+                f" running{self._where()}; it was started again."
+            )
+            self._start_new()
+            return
+        steps = [dict(step) for step in staged.get("steps", [])]
+        self.report.steps.extend(steps)
+        self._staged_seconds = sum(float(step.get("seconds", 0)) for step in steps)
+        with self._step("recheck"):
+            ok, last = self._socket_healthy()
+        if not ok:
+            self._failed_to_start(f"last: {last}")
+
+    def _failed_to_start(self, failure: str) -> None:
+        """Stop the new color and raise with its last log lines."""
+        cfg, color = self.cfg, self.new_color
+        log = self._log(color)
+        self._stop(color)
+        raise SwitchError(
+            f"release: {cfg.release} did not start or answer {cfg.health_path} with 200"
+            f"{self._where()} ({failure}); traffic stays on {self._live_phrase()}."
+            f" Last log lines: {' | '.join(log)}",
+            log=log,
+        )
 
     def _start_new(self) -> None:
         cfg, color = self.cfg, self.new_color
@@ -860,14 +977,7 @@ class Switch:
             if not ok:
                 failure = f"last: {last}"
         if failure:
-            log = self._log(color)
-            self._stop(color)
-            raise SwitchError(
-                f"release: {cfg.release} did not start or answer {cfg.health_path} with 200"
-                f"{self._where()} ({failure}); traffic stays on {self._live_phrase()}."
-                f" Last log lines: {' | '.join(log)}",
-                log=log,
-            )
+            self._failed_to_start(failure)
 
     def _move_upstream(self) -> str | None:
         cfg, color = self.cfg, self.new_color
@@ -1192,7 +1302,11 @@ def main() -> None:
     ]
     module = AnsibleModule(
         argument_spec={
-            "state": {"type": "str", "choices": ["switched", "live"], "default": "switched"},
+            "state": {
+                "type": "str",
+                "choices": ["switched", "live", "staged", "unstaged"],
+                "default": "switched",
+            },
             "app": {"type": "str", "required": True},
             "app_root": {"type": "path", "required": True},
             "web": {"type": "bool", "default": True},
@@ -1217,16 +1331,27 @@ def main() -> None:
             "processes": {"type": "list", "elements": "dict"},
             "schedules": {"type": "list", "elements": "dict"},
             "units": UNITS_OPTION_SPEC,
+            "staged": {"type": "dict"},
         },
         supports_check_mode=True,
     )
     p = module.params
     web: bool = p["web"]
     missing = [name for name in needed_to_switch if p[name] is None]
-    if web and p["state"] == "switched" and missing:
+    state: str = p["state"]
+    if state == "staged":
+        # Preboot: no nginx option is used.
+        missing = [name for name in ("socket_dir", "health_host") if p[name] is None]
+    if web and state in ("switched", "staged") and missing:
         module.fail_json(
-            msg=f"state is switched but all of the following are missing: {', '.join(missing)}"
+            msg=f"state is {state} but all of the following are missing: {', '.join(missing)}"
         )
+    if state in ("staged", "unstaged") and p["rollback"]:
+        module.fail_json(msg=f"release: state={state} is for a release, not a rollback")
+    if state == "staged" and not web:
+        module.fail_json(msg="release: state=staged is for a web host (web=true)")
+    if state == "unstaged" and not web:
+        module.exit_json(changed=False, msg="a worker-only host stages nothing")
     host = p["host"] or socket.gethostname()
     release: str = p["release"] or ""
     rolled_back: dict[str, Any] = {}
@@ -1235,9 +1360,10 @@ def main() -> None:
             release, rolled_back = resolve_rollback(Path(p["app_root"]), host, p["rollback"])
         except SwitchError as exc:
             module.fail_json(msg=exc.msg, refused=True)
-    elif p["state"] == "switched" and not release:
-        module.fail_json(msg="release: djdeploy_switch needs release (or rollback) to switch")
-    run_lock = RunLock(p["lock"], module.check_mode) if p["lock"] else None
+    elif state != "live" and not release:
+        module.fail_json(msg=f"release: djdeploy_switch needs release (or rollback) ({state})")
+    # unstaged runs in a failed run's abort, which releases the locks right after.
+    run_lock = RunLock(p["lock"], module.check_mode) if p["lock"] and state != "unstaged" else None
 
     def done(result: dict[str, Any], warnings: list[str]) -> None:
         """Release the run's lock (this host is done) and report."""
@@ -1303,7 +1429,20 @@ def main() -> None:
         host=host,
         web=web,
     )
-    switch = Switch(cfg, workload=workload)
+    switch = Switch(cfg, workload=workload, staged=p["staged"])
+    if state in ("staged", "unstaged"):
+        if module.check_mode:
+            changed = state == "staged" or switch.runs_release(switch.new_color)
+            module.exit_json(**{**switch.report.as_dict(), "changed": changed})
+        try:
+            report = switch.stage() if state == "staged" else switch.unstage()
+        except SwitchError as exc:
+            module.fail_json(msg=exc.msg, log=exc.log, **switch.report.as_dict())
+        result = report.as_dict()
+        if run_lock is not None:
+            # Kept: the switch of this host releases it.
+            result["lock"] = run_lock.report
+        module.exit_json(**result)
     try:
         if module.check_mode:
             plan = switch.plan()
