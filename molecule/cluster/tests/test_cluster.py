@@ -221,6 +221,9 @@ def test_rollback_under_load_loses_no_request(host, cacert, tmp_path):
         assert live(name) == current[name]
 
 
+# A nullable field the model does not declare (it only makes the release migrate).
+BACKUP_NOTE = ADD_NOTE.replace('"note"', '"backup_note"')
+
 FAILING_HEALTH = """
 from django.http import HttpResponse
 
@@ -333,6 +336,46 @@ def test_failed_health_check_stops_the_release_before_any_host_switches(host, ca
 
 def open_views() -> str:
     return other(DB).file(f"/srv/git/src/{APP}/greetings/views.py").content_string
+
+
+def test_a_db_host_lost_before_the_backup_stops_the_release_and_frees_every_lock(tmp_path):
+    """A db host that stops answering after the preflight (here: the pre-migrate backup is
+    pointed at an extra inventory host, db-gone, that the run's --limit keeps out of the
+    preflight) fails the backup like a failed dump: the first app host stays in the play, its
+    rescue runs and every deploy lock of the run is released (without it, the host left the
+    play as unreachable and the locks stayed held until someone broke them)."""
+    before = {name: live(name) for name in WEBS}
+    _name, write = new_migration(other(DB), "backup_note", BACKUP_NOTE)
+    sha = push(write, "db host lost before the backup")
+    gone = tmp_path / "gone.yml"
+    # Nothing listens on port 1 of the controller's loopback: the connection is refused.
+    gone.write_text(
+        "all:\n  hosts:\n    db-gone:\n      ansible_connection: ansible.builtin.ssh\n"
+        "      ansible_host: 127.0.0.1\n      ansible_port: 1\n"
+    )
+    run = run_playbook(
+        "playbooks/release.yml",
+        "-i",
+        str(gone),
+        "--limit",
+        "all:!db-gone",
+        "-e",
+        '{"release_backup_host": "db-gone"}',
+    )
+    assert run.rc != 0
+    assert "The database host db-gone did not answer, no backup was taken" in run.flat, run.output[
+        -3000:
+    ]
+    assert "nothing was migrated and no host was switched" in run.flat
+    for name in WEBS:
+        assert live(name) == before[name], name
+        assert not other(name).file(f"/run/djdeploy/locks/{APP}.lock").exists, name
+        assert list(running_colors(name).values()) == [Path(before[name]).name], name
+    # The next release is not refused by a lock: it backs up, migrates and ships the commit.
+    run = run_playbook("playbooks/release.yml")
+    assert run.rc == 0, run.output[-3000:]
+    for name in WEBS:
+        assert live(name).endswith(sha[:8]), name
 
 
 # Migrations and the rolling release: the old release serves against the new schema until the
