@@ -8,6 +8,7 @@ deployment, so they run last and in order.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +259,26 @@ def test_an_unreachable_balancer_stops_the_release_before_anything_changes(tmp_p
         assert not other(name).file(f"/run/djdeploy/locks/{APP}.lock").exists, name
 
 
+def release_with_a_host_gone(tmp_path: Path, gone: str, extra_vars: dict[str, Any]) -> Any:
+    """A release whose extra vars point a step at the inventory host ``gone``, which refuses
+    connections (nothing listens on port 1 of the controller's loopback) and which the run's
+    --limit keeps out of the preflight: a host that goes away after the preflight."""
+    inventory = tmp_path / "gone.yml"
+    inventory.write_text(
+        f"all:\n  hosts:\n    {gone}:\n      ansible_connection: ansible.builtin.ssh\n"
+        "      ansible_host: 127.0.0.1\n      ansible_port: 1\n"
+    )
+    return run_playbook(
+        "playbooks/release.yml",
+        "-i",
+        str(inventory),
+        "--limit",
+        f"all:!{gone}",
+        "-e",
+        json.dumps(extra_vars),
+    )
+
+
 def test_a_balancer_lost_after_the_preflight_stops_the_release_and_frees_every_lock(host, tmp_path):
     """A balancer that stops answering after the preflight (here: the rotation is pointed at an
     extra inventory host, lb-gone, that the run's --limit keeps out of the preflight) fails the
@@ -266,21 +287,7 @@ def test_a_balancer_lost_after_the_preflight_stops_the_release_and_frees_every_l
     as unreachable, its lock stayed held and the next release was refused)."""
     before = {name: live(name) for name in WEBS}
     sha = push("echo '# a balancer goes away' >> greetings/views.py", "balancer lost")
-    gone = tmp_path / "gone.yml"
-    # Nothing listens on port 1 of the controller's loopback: the connection is refused.
-    gone.write_text(
-        "all:\n  hosts:\n    lb-gone:\n      ansible_connection: ansible.builtin.ssh\n"
-        "      ansible_host: 127.0.0.1\n      ansible_port: 1\n"
-    )
-    run = run_playbook(
-        "playbooks/release.yml",
-        "-i",
-        str(gone),
-        "--limit",
-        "all:!lb-gone",
-        "-e",
-        '{"nginx_rotation_balancers": ["lb-gone"]}',
-    )
+    run = release_with_a_host_gone(tmp_path, "lb-gone", {"nginx_rotation_balancers": ["lb-gone"]})
     assert run.rc != 0
     assert (
         f"The load balancer(s) lb-gone did not answer while {WEB1} was being put out of"
@@ -347,21 +354,7 @@ def test_a_db_host_lost_before_the_backup_stops_the_release_and_frees_every_lock
     before = {name: live(name) for name in WEBS}
     _name, write = new_migration(other(DB), "backup_note", BACKUP_NOTE)
     sha = push(write, "db host lost before the backup")
-    gone = tmp_path / "gone.yml"
-    # Nothing listens on port 1 of the controller's loopback: the connection is refused.
-    gone.write_text(
-        "all:\n  hosts:\n    db-gone:\n      ansible_connection: ansible.builtin.ssh\n"
-        "      ansible_host: 127.0.0.1\n      ansible_port: 1\n"
-    )
-    run = run_playbook(
-        "playbooks/release.yml",
-        "-i",
-        str(gone),
-        "--limit",
-        "all:!db-gone",
-        "-e",
-        '{"release_backup_host": "db-gone"}',
-    )
+    run = release_with_a_host_gone(tmp_path, "db-gone", {"release_backup_host": "db-gone"})
     assert run.rc != 0
     assert "release: a host did not answer while migrating " in run.flat, run.output[-3000:]
     assert ": the db host db-gone (the backup before migrating)" in run.flat
