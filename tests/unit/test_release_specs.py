@@ -133,7 +133,7 @@ def variables_of_task_file(name: str, seen: set[str]) -> set[str]:
         # read by this task and counted above); including the release role itself is not.
         other_role = (
             unsupported is not None
-            and unsupported[0].removeprefix("ansible.builtin.") == "include_role"
+            and unsupported[0].removeprefix("ansible.builtin.") in ("include_role", "import_role")
             and unsupported[1].get("name") != "release"
         )
         assert unsupported is None or other_role, (
