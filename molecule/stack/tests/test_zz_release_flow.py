@@ -37,8 +37,19 @@ def assert_serving(host, release):
         ("app_repo=/srv/git/missing.git", "cannot read the git repository '/srv/git/missing.git'"),
         ("app_secret_key=too-short", "app_secret_key must be at least 50 characters"),
         ("app_server=foo", "app_server must be wsgi or asgi (got 'foo')"),
+        # An input of a later play (the switch's), checked in the build play before the lock.
+        (
+            "release_health_retries=abc",
+            "argument 'release_health_retries' is of type str and we were unable to convert to int",
+        ),
     ],
-    ids=["unknown-ref", "missing-repository", "short-secret", "unknown-app-server"],
+    ids=[
+        "unknown-ref",
+        "missing-repository",
+        "short-secret",
+        "unknown-app-server",
+        "switch-option-type",
+    ],
 )
 def test_bad_input_fails_clearly_and_keeps_serving(host, extra, message):
     before = live(host)
@@ -46,6 +57,8 @@ def test_bad_input_fails_clearly_and_keeps_serving(host, extra, message):
     assert run.rc != 0
     assert message in run.flat
     assert_serving(host, before)
+    # Refused before the deploy lock was taken, or with the lock released: the next run goes.
+    assert not host.file(f"/run/djdeploy/locks/{APP}.lock").exists
 
 
 def test_missing_secret_fails_before_any_change(host, tmp_path):
