@@ -834,6 +834,10 @@ def test_the_module_stages_without_the_nginx_options(tmp_path: Path) -> None:
     )
     rc, result, output = run_module(module, {**staged, "web": False}, tmp_path)
     assert rc != 0 and result["msg"] == "release: state=staged is for a web host (web=true)"
+    rc, result, output = run_module(module, {**staged, "release": None}, tmp_path)
+    assert rc != 0 and result["msg"] == (
+        "release: djdeploy_switch needs release (or rollback) with state=staged"
+    )
     # A worker-only host in the abort's loop: nothing to stop.
     rc, result, output = run_module(module, {**base, "state": "unstaged", "web": False}, tmp_path)
     assert rc == 0 and not result["changed"], output

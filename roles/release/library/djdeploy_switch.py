@@ -1361,7 +1361,9 @@ def main() -> None:
         except SwitchError as exc:
             module.fail_json(msg=exc.msg, refused=True)
     elif state != "live" and not release:
-        module.fail_json(msg=f"release: djdeploy_switch needs release (or rollback) ({state})")
+        module.fail_json(
+            msg=f"release: djdeploy_switch needs release (or rollback) with state={state}"
+        )
     # unstaged runs in a failed run's abort, which releases the locks right after.
     run_lock = RunLock(p["lock"], module.check_mode) if p["lock"] and state != "unstaged" else None
 
