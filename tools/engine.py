@@ -17,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG = ROOT / ".cache" / "dockerd.log"
+PIDFILE = Path("/var/run/docker.pid")
 WAIT_SECONDS = 90
 
 
@@ -70,6 +71,24 @@ def install_docker() -> None:
     )
 
 
+def clear_stale_pidfile(pidfile: Path, proc: Path = Path("/proc")) -> bool:
+    """Remove dockerd's pid file when no process of that pid runs; True when removed.
+
+    dockerd refuses to start while its pid file exists. Where ``/var/run`` is not a tmpfs, a
+    machine that stopped without stopping dockerd keeps the file, and the next start fails
+    with "pid file found". A pid file naming a live process is left alone.
+    """
+    try:
+        text = pidfile.read_text().strip()
+    except FileNotFoundError:
+        return False
+    if text.isdigit() and (proc / text).exists():
+        return False
+    pidfile.unlink()
+    print(f"engine: removed {pidfile}: no process {text or '(empty)'} runs", flush=True)
+    return True
+
+
 def start_dockerd() -> None:
     LOG.parent.mkdir(parents=True, exist_ok=True)
     print(f"engine: starting dockerd in the background (log: {LOG})", flush=True)
@@ -97,6 +116,7 @@ def main() -> int:
         )
     if shutil.which("dockerd") is None or shutil.which("docker") is None:
         install_docker()
+    clear_stale_pidfile(PIDFILE)
     start_dockerd()
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
