@@ -264,6 +264,29 @@ def test_an_unreachable_balancer_stops_the_release_before_anything_changes(tmp_p
         assert not other(name).file(f"/run/djdeploy/locks/{APP}.lock").exists, name
 
 
+def test_a_release_without_migrations_does_not_reach_the_db_host(tmp_path):
+    """A release reaches the hosts it changes before anything changes: the app hosts and the
+    balancer. The db host is reached only for the backup before a migration, so a db host that
+    refuses SSH (its PostgreSQL still serving the app) does not stop a code-only release
+    (without it, the preflight's reach failed the run on it: UNREACHABLE)."""
+    sha = push("echo '# the db host refuses ssh' >> greetings/views.py", "db host not reached")
+    inventory = inventory_with_host_vars(
+        tmp_path,
+        DB,
+        ansible_connection="ansible.builtin.ssh",
+        ansible_host="127.0.0.1",
+        ansible_port=1,
+    )
+    run = run_playbook("playbooks/release.yml", inventory=inventory)
+    assert run.rc == 0, run.output[-3000:]
+    reach = run.output.split("TASK [Reach every host the run changes")[1].split("TASK [")[0]
+    assert f"skipping: [{DB}]" in reach, reach
+    assert f"ok: [{LB}]" in reach, reach
+    assert "UNREACHABLE" not in run.output, run.output[-3000:]
+    for name in WEBS:
+        assert live(name).endswith(sha[:8]), name
+
+
 def release_with_a_host_gone(tmp_path: Path, gone: str, extra_vars: dict[str, Any]) -> Any:
     """A release whose extra vars point a step at the inventory host ``gone``, which refuses
     connections (nothing listens on port 1 of the controller's loopback) and which the run's
