@@ -68,7 +68,7 @@ class FakeHost:
             return (0, "active\n", "") if argv[2] in self.active else (3, "inactive\n", "")
         if argv[:2] == ["systemctl", "stop"] and "green" not in " ".join(argv[2:]):
             return self.stop_rc, "", "boom" if self.stop_rc else ""
-        if argv[:2] == ["systemctl", "reload"]:
+        if argv == ["nginx", "-s", "reload"]:
             self.reloaded = True
             if self.upstream_file is not None:
                 self.upstream_at_reload.append(self.upstream_file.read_text())
@@ -204,7 +204,7 @@ def test_switch_moves_traffic_to_the_idle_color_and_retires_the_old(
             "GET /run/demo/gunicorn-green.sock",
             "nginx -t",
             "pgrep",
-            "systemctl reload nginx",
+            "nginx -s reload",
             "curl",
             "systemctl enable --no-reload demo@green.socket",
             "systemctl stop --no-block demo@blue.service demo@blue.socket",
@@ -271,7 +271,7 @@ def test_a_release_that_does_not_boot_is_stopped_and_traffic_stays(
     assert target(app_root / "current") == OLD
     assert (app_root / "live-color").read_text() == "blue\n"
     assert host.commands(["systemctl", "stop", "demo@green.service", "demo@green.socket"])
-    assert not host.commands(["systemctl", "reload"])
+    assert not host.commands(["nginx", "-s", "reload"])
     assert not host.commands(["systemctl", "stop", "demo@blue.service"])
 
 
@@ -722,7 +722,7 @@ def test_stage_starts_the_idle_color_and_touches_nothing_else(
     assert "demo@green.service" in host.active
     # nginx, the live color and its links are not touched.
     assert upstream.read_text() == before
-    assert not host.commands(["nginx"]) and not host.commands(["systemctl", "reload"])
+    assert not host.commands(["nginx"]) and not host.commands(["nginx", "-s", "reload"])
     assert not host.commands(["curl"])
     assert target(app_root / "current") == OLD
     assert (app_root / "live-color").read_text() == "blue\n"

@@ -110,6 +110,12 @@ Runner = Callable[[list[str]], tuple[int, str, str]]
 HttpGet = Callable[[str, str, dict[str, str], float], int]
 
 
+# nginx's own reload, the command nginx.service's ExecReload runs: the master re-reads its
+# configuration. `systemctl reload nginx` does the same through systemd's job queue, 0.07-0.08 s
+# more a reload on the balancers measured (twice per app host in a rolling release).
+NGINX_RELOAD = ["nginx", "-s", "reload"]
+
+
 def http_get(address: str, path: str, headers: dict[str, str], timeout: float) -> int:
     """GET http://<address><path>; the status code (redirects are not followed)."""
     conn = http.client.HTTPConnection(address, timeout=timeout)
@@ -188,7 +194,7 @@ class Rotation:
             raise RotationError(
                 f"nginx refused {self.path} ({(err or out).strip()[:400]}); its old content is back"
             )
-        rc, out, err = self.run(["systemctl", "reload", "nginx"])
+        rc, out, err = self.run(NGINX_RELOAD)
         if rc != 0:
             raise RotationError(f"reloading nginx failed: {(err or out).strip()[:400]}")
         return True
