@@ -42,6 +42,11 @@ def assert_serving(host, release):
             "release_health_retries=abc",
             "argument 'release_health_retries' is of type str and we were unable to convert to int",
         ),
+        # The nginx role's rotation (the switch imports it without checking it again): the same.
+        (
+            "nginx_rotation_delay=abc",
+            "argument 'nginx_rotation_delay' is of type str and we were unable to convert to int",
+        ),
     ],
     ids=[
         "unknown-ref",
@@ -49,6 +54,7 @@ def assert_serving(host, release):
         "short-secret",
         "unknown-app-server",
         "switch-option-type",
+        "rotation-option-type",
     ],
 )
 def test_bad_input_fails_clearly_and_keeps_serving(host, extra, message):
