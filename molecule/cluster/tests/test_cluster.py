@@ -239,6 +239,18 @@ def healthz(request):
 """
 
 
+def inventory_refusing_ssh(tmp_path: Path, name: str) -> str:
+    """The scenario's inventory where the host ``name`` refuses SSH: nothing listens on port 1
+    of the controller's loopback."""
+    return inventory_with_host_vars(
+        tmp_path,
+        name,
+        ansible_connection="ansible.builtin.ssh",
+        ansible_host="127.0.0.1",
+        ansible_port=1,
+    )
+
+
 def test_an_unreachable_balancer_stops_the_release_before_anything_changes(tmp_path):
     """The preflight reaches every host as root before the build: a balancer that does not
     answer stops the run there, on every host (without it, the app hosts built the release and
@@ -246,15 +258,7 @@ def test_an_unreachable_balancer_stops_the_release_before_anything_changes(tmp_p
     releases = f"ls /srv/{APP}/releases"
     before = {name: other(name).run(releases).stdout for name in WEBS}
     push("echo '# the balancer is unreachable' >> greetings/views.py", "unreachable balancer")
-    # Nothing listens on port 1 of the controller's loopback: the connection is refused.
-    inventory = inventory_with_host_vars(
-        tmp_path,
-        LB,
-        ansible_connection="ansible.builtin.ssh",
-        ansible_host="127.0.0.1",
-        ansible_port=1,
-    )
-    run = run_playbook("playbooks/release.yml", inventory=inventory)
+    run = run_playbook("playbooks/release.yml", inventory=inventory_refusing_ssh(tmp_path, LB))
     assert run.rc != 0
     assert f"fatal: [{LB}]: UNREACHABLE!" in run.output, run.output[-3000:]
     # No task of the release role ran: no lock taken, nothing fetched or built.
@@ -270,14 +274,7 @@ def test_a_release_without_migrations_does_not_reach_the_db_host(tmp_path):
     refuses SSH (its PostgreSQL still serving the app) does not stop a code-only release
     (without it, the preflight's reach failed the run on it: UNREACHABLE)."""
     sha = push("echo '# the db host refuses ssh' >> greetings/views.py", "db host not reached")
-    inventory = inventory_with_host_vars(
-        tmp_path,
-        DB,
-        ansible_connection="ansible.builtin.ssh",
-        ansible_host="127.0.0.1",
-        ansible_port=1,
-    )
-    run = run_playbook("playbooks/release.yml", inventory=inventory)
+    run = run_playbook("playbooks/release.yml", inventory=inventory_refusing_ssh(tmp_path, DB))
     assert run.rc == 0, run.output[-3000:]
     reach = run.output.split("TASK [Reach every host the run changes")[1].split("TASK [")[0]
     assert f"skipping: [{DB}]" in reach, reach
