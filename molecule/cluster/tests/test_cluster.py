@@ -9,6 +9,7 @@ deployment, so they run last and in order.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +221,29 @@ def test_rollback_under_load_loses_no_request(host, cacert, tmp_path):
     assert f"batches: {WEB1}, {WEB2}" in run.flat, run.output[-2000:]
     for name in WEBS:
         assert live(name) == current[name]
+
+
+def test_a_rolling_release_without_preboot_boots_each_host_in_its_switch(host, cacert):
+    """app_release_preboot false: no stage play; each host boots the release in its own switch,
+    out of the balancer's rotation, one after the other, and no request fails."""
+    sha = push("echo '# released without preboot' >> greetings/views.py", "no preboot")
+    load = probe(cacert).start()
+    run = run_playbook("playbooks/release.yml", "-e", "app_release_preboot=false")
+    report = load.stop()
+    assert run.rc == 0, run.output[-3000:]
+    assert report["failed"] == 0, {k: report[k] for k in ("sent", "failed", "status", "errors")}
+    stage = run.output.split("TASK [release : Stage | Start the release on the idle color")[1]
+    stage = stage.split("TASK [")[0]
+    assert "changed:" not in stage and "ok:" not in stage, stage
+    assert ", recheck " not in run.flat, run.output[-2000:]
+    for name in WEBS:
+        assert live(name).endswith(sha[:8]), name
+        assert re.search(
+            rf"{name}: \S+ on \w+ \(was .*?\), host work [0-9.]+ s \(prepare [0-9.]+, start ",
+            run.flat,
+        ), run.output[-2000:]
+        assert list(running_colors(name).values()) == [Path(live(name)).name], name
+    assert in_rotation(host) == {WEB1: True, WEB2: True}
 
 
 # A nullable field the model does not declare (it only makes the release migrate).
