@@ -292,17 +292,27 @@ def test_an_unreachable_balancer_stops_the_release_before_anything_changes(tmp_p
         assert not other(name).file(f"/run/djdeploy/locks/{APP}.lock").exists, name
 
 
-def test_a_release_without_migrations_does_not_reach_the_db_host(tmp_path):
-    """A release reaches the hosts it changes before anything changes: the app hosts and the
-    balancer. The db host is reached only for the backup before a migration, so a db host that
-    refuses SSH (its PostgreSQL still serving the app) does not stop a code-only release
-    (without it, the preflight's reach failed the run on it: UNREACHABLE)."""
-    sha = push("echo '# the db host refuses ssh' >> greetings/views.py", "db host not reached")
-    run = run_playbook("playbooks/release.yml", inventory=inventory_refusing_ssh(tmp_path, DB))
+def test_a_release_reaches_only_the_hosts_it_changes(tmp_path):
+    """A release reaches the hosts it changes before anything changes: the app hosts (here the
+    db host too: it runs the Celery workers) and the balancer. Another host of the inventory
+    (here a monitoring host that refuses SSH, its address set in the inventory) is not reached,
+    not even to gather its address (without it, the preflight failed the run on that host:
+    UNREACHABLE). A db host that runs no app process is such a host: a release reaches it only
+    for the backup before a migration."""
+    sha = push("echo '# one more host in the inventory' >> greetings/views.py", "monitoring host")
+    extra = tmp_path / "monitoring.yml"
+    extra.write_text(
+        "all:\n  children:\n    monitoring:\n      hosts:\n        monitor-gone:\n"
+        "          ansible_connection: ansible.builtin.ssh\n"
+        "          ansible_host: 127.0.0.1\n          ansible_port: 1\n"
+        "          app_private_address: 127.0.0.2\n"
+    )
+    run = run_playbook("playbooks/release.yml", "-i", str(extra))
     assert run.rc == 0, run.output[-3000:]
     reach = run.output.split("TASK [Reach every host the run changes")[1].split("TASK [")[0]
-    assert f"skipping: [{DB}]" in reach, reach
-    assert f"ok: [{LB}]" in reach, reach
+    assert "skipping: [monitor-gone]" in reach, reach
+    for name in (LB, DB, *WEBS):
+        assert f"ok: [{name}]" in reach, reach
     assert "UNREACHABLE" not in run.output, run.output[-3000:]
     for name in WEBS:
         assert live(name).endswith(sha[:8]), name
