@@ -466,8 +466,9 @@ def test_controller_only_tasks_run_here_and_report_through_the_results_queue(
         ({"name": "t", "ansible.builtin.include_tasks": "other.yml"}, True),
         (command("t", loop=[1, 2]), True),
         (command("t", with_items=[1, 2]), True),
-        (command("t", delegate_to="localhost"), False),
-        (command("t", run_once=True), False),
+        (command("t", delegate_to="localhost"), True),
+        (command("t", delegate_to="{{ item }}", loop=["lb1", "lb2"]), True),
+        (command("t", run_once=True), True),
         (command("t", until="true", retries=2), False),
         (command("t", timeout=5), False),
         ({**command("t"), "async": 10, "poll": 1}, False),
@@ -515,6 +516,7 @@ def test_the_batch_is_one_hosts_when_the_lockstep_returns_one_remote_host(
     iterator = SimpleNamespace(_play=SimpleNamespace(connection=connection))
     assert strategy._get_next_task_lockstep([], iterator) == batch
     assert strategy._djdeploy_one_host is one_host
+    assert strategy._djdeploy_remote is (connection != "local")
 
 
 @pytest.mark.parametrize(("remote", "one_host"), [(True, True), (True, False), (False, True)])
@@ -543,7 +545,14 @@ def test_a_task_of_one_host_runs_here_only_through_mitogen(
                 "vars": {"ansible_python_interpreter": sys.executable, "marker": str(marker)},
                 **LOCAL,
             },
-            {**command("delegated", delegate_to="localhost"), **LOCAL},
+            {
+                "name": "delegated",
+                "ansible.builtin.command": {"argv": ["touch", f"{marker}-delegated"]},
+                "delegate_to": "localhost",
+                "vars": {"ansible_python_interpreter": sys.executable},
+                **LOCAL,
+            },
+            {**command("retried", until="true", retries=2), **LOCAL},
         ],
         tmp_path,
     )
@@ -556,22 +565,73 @@ def test_a_task_of_one_host_runs_here_only_through_mitogen(
             host, task, variables.get_vars(play=play, host=host, task=task), context
         )
     if not (remote and one_host):
-        assert [t.get_name() for t in strategy.queued] == ["remote", "looped", "delegated"]
+        assert [t.get_name() for t in strategy.queued] == [
+            "remote",
+            "looped",
+            "delegated",
+            "retried",
+        ]
         assert not list(tmp_path.glob("ran*"))
         return
-    assert [t.get_name() for t in strategy.queued] == ["delegated"]
-    result, looped = strategy.sent
+    assert [t.get_name() for t in strategy.queued] == ["retried"]
+    result, looped, delegated = strategy.sent
     assert result.task.get_name() == "remote", result._return_data
     assert result._return_data["rc"] == 0, result._return_data
     assert result._return_data["changed"] is True and marker.exists()
     # A loop: each item ran, and was reported as a worker reports it, then the whole.
     assert looped.task.get_name() == "looped"
     assert [r["item"] for r in looped._return_data["results"]] == [1, 2]
-    assert {p.name for p in tmp_path.glob("ran-*")} == {"ran-1", "ran-2"}
+    assert {p.name for p in tmp_path.glob("ran-*")} == {"ran-1", "ran-2", "ran-delegated"}
+    # Delegated: the executor ran it on the delegated host and says so, as a worker does.
+    assert delegated.task.get_name() == "delegated", delegated._return_data
+    assert delegated._return_data["_ansible_delegated_vars"]["ansible_delegated_host"] == (
+        "localhost"
+    )
     assert strategy.item_callbacks == ["v2_runner_item_on_ok"] * 2
-    assert strategy._pending_results == 2
-    assert strategy.callbacks == ["v2_runner_on_start"] * 2
+    assert strategy._pending_results == 3
+    assert strategy.callbacks == ["v2_runner_on_start"] * 3
     assert strategy._queued_task_cache[("web1", tasks[0]._uuid)]["task"] is tasks[0]
+
+
+@pytest.mark.parametrize(
+    ("run_once", "remote_play", "in_process"),
+    [(True, True, True), (True, False, False), (False, True, False), ("{{ flag }}", True, False)],
+)
+def test_a_task_that_runs_once_runs_here_whatever_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    run_once: Any,
+    remote_play: bool,
+    in_process: bool,
+) -> None:
+    plugin = load_strategy(monkeypatch, "0")
+
+    class Strategy(plugin.WorkerFreeSkips, FakeStrategy):  # type: ignore[name-defined,misc]
+        REMOTE_IN_PROCESS = True
+
+    marker = tmp_path / "once"
+    host, (loader, variables, play), context, (task,) = compiled_tasks(
+        [
+            {
+                "name": "once",
+                "ansible.builtin.command": {"argv": ["touch", str(marker)]},
+                "run_once": run_once,
+                "vars": {"ansible_python_interpreter": sys.executable},
+                **LOCAL,
+            }
+        ],
+        tmp_path,
+    )
+    strategy = Strategy()
+    strategy._loader = loader
+    strategy._variable_manager = variables
+    # A batch of several hosts: linear queues a run_once task for the first one only.
+    strategy._djdeploy_one_host = False
+    strategy._djdeploy_remote = remote_play
+    strategy._queue_task(host, task, variables.get_vars(play=play, host=host, task=task), context)
+    assert marker.exists() is in_process
+    assert [t.get_name() for t in strategy.queued] == ([] if in_process else ["once"])
+    assert len(strategy.sent) == (1 if in_process else 0)
 
 
 def test_the_executor_gets_the_task_with_its_blocks_but_not_their_task_lists(
