@@ -350,6 +350,8 @@ def test_drain_waits_for_old_workers_but_is_bounded(app_root: Path, upstream: Pa
     make(app_root, upstream, host).execute()
     # One look before the reload, three that still see the old worker, one that does not.
     assert len(host.commands(["pgrep"])) == 5
+    # Short pauses first, doubling (workers without a request in flight exit within ms).
+    assert host.sleeps == [sw.DRAIN_FIRST_PAUSE * 2**i for i in range(3)]
 
     host = FakeHost()
     host.draining = 10_000

@@ -411,8 +411,13 @@ else:  # Ansible ships the role's module_utils with its modules
 COLORS = ("blue", "green")
 # nginx's own reload, the command nginx.service's ExecReload runs: the master re-reads its
 # configuration. `systemctl reload nginx` does the same through systemd's job queue, 0.07-0.08 s
-# more a reload on the hosts measured (a rolling release reloads nginx twice per host).
+# more a reload on the hosts measured (a switch reloads the app host's nginx once; the balancers'
+# reloads are the rotation module's).
 NGINX_RELOAD = ["nginx", "-s", "reload"]
+# Seconds between two looks at nginx's workers while the old ones drain: doubling from the first
+# to the last value.
+DRAIN_FIRST_PAUSE = 0.02
+DRAIN_MAX_PAUSE = 0.5
 
 # nginx workers, serving ("nginx: worker process") or draining after a reload ("... is
 # shutting down"): the ones alive before the reload are the old configuration's.
@@ -1117,9 +1122,13 @@ class Switch:
             # The reload returns before nginx has replaced its workers: wait until every worker
             # that was alive before it has exited (the old ones finish their requests, which may
             # go to the old color), not merely until none is marked as shutting down yet.
+            # Looked at often first (old workers with no request in flight exit within tens of
+            # milliseconds of the reload), then less and less often (a long request may hold one).
             deadline = self.clock() + self.cfg.drain_timeout
+            pause = DRAIN_FIRST_PAUSE
             while self._old_workers & self._nginx_workers() and self.clock() < deadline:
-                self.sleep(0.1)
+                self.sleep(pause)
+                pause = min(pause * 2, DRAIN_MAX_PAUSE)
         with self._step("retire"):
             self._lower_priority(self.cfg.unit(old, "service"))
             try:
