@@ -785,3 +785,44 @@ def test_loading_the_plugin_installs_the_compile_cache_once(
     assert hasattr(installed, "_djdeploy_compile_cache")
     plugin.install_compile_cache(AnsibleEnvironment)
     assert AnsibleEnvironment.compile is installed
+
+
+@pytest.mark.parametrize(
+    ("pin", "cpus", "wanted"),
+    [
+        ("", 2, False),
+        ("", 3, False),
+        ("", 4, True),
+        ("", 16, True),
+        ("1", 2, True),
+        (" yes ", 2, True),
+        ("0", 16, False),
+        ("false", 4, False),
+    ],
+)
+def test_mitogen_pins_to_cpus_from_four_cpus_unless_told(
+    monkeypatch: pytest.MonkeyPatch, pin: str, cpus: int, wanted: bool
+) -> None:
+    plugin = load_strategy(monkeypatch, "0")
+    environ = {"DJDEPLOY_MITOGEN_PIN": pin} if pin else {}
+    assert plugin.pinning_wanted(environ, cpus) is wanted
+
+
+@pytest.mark.parametrize(("pin", "pinned"), [("1", True), ("0", False)])
+def test_mitogens_cpu_pinning_follows_djdeploy_mitogen_pin(
+    monkeypatch: pytest.MonkeyPatch, pin: str, pinned: bool
+) -> None:
+    affinity = pytest.importorskip("ansible_mitogen.affinity")
+    monkeypatch.setattr(affinity, "policy", affinity.policy)
+    monkeypatch.delattr(affinity, "_djdeploy_pinning", raising=False)
+    mitogens = affinity.policy
+    monkeypatch.setenv("DJDEPLOY_MITOGEN_PIN", pin)
+    load_strategy(monkeypatch, "1")
+    assert (affinity.policy is mitogens) is pinned
+    if not pinned:
+        # Mitogen's base policy: every assign_* does nothing.
+        assert type(affinity.policy) is affinity.Policy
+    # Loading it again with pinning on puts Mitogen's own policy back.
+    monkeypatch.setenv("DJDEPLOY_MITOGEN_PIN", "1")
+    load_strategy(monkeypatch, "1")
+    assert affinity.policy is mitogens
