@@ -72,9 +72,6 @@ This strategy is ``linear`` with these rules on top:
   that asks, as Jinja does with its own bytecode cache. ``DJDEPLOY_TEMPLATE_CACHE=0`` turns it
   off.
 
-The executor gets a copy of the task with its parent blocks but not their task lists (a forked
-worker has all of them, at no cost; copying them cost 10-40 ms a task in a role's block).
-
 - **Mitogen pins its processes to CPUs only from 4 CPUs.** Its policy puts the connection
   multiplexer on CPU 0 and Ansible's process, every worker and every SSH client on the other
   CPUs: on 2 or 3 CPUs all of Ansible then shares one core while the multiplexer, mostly
@@ -84,6 +81,9 @@ worker has all of them, at no cost; copying them cost 10-40 ms a task in a role'
   runs: the multi-host release 7.67 s pinned, 7.40 s not (medians of 4, no load; 8.9-9.2 s
   against 8.5-8.8 s under load), the layout task 0.59 s against 0.36 s; the single-host
   release the same (5.00 s and 5.06 s).
+
+The executor gets a copy of the task with its parent blocks but not their task lists (a forked
+worker has all of them, at no cost; copying them cost 10-40 ms a task in a role's block).
 
 ``DJDEPLOY_MITOGEN=0`` in the environment turns Mitogen off without uninstalling it (to
 compare, or to rule it out when a run misbehaves); ``DJDEPLOY_WORKER_FREE_SKIPS=0`` sends every
@@ -400,16 +400,16 @@ CONTROLLER_ONLY_ACTIONS = frozenset(
 )
 
 
+def keeps_its_worker(task: Any) -> bool:
+    """Whether ``task`` goes to a worker whatever its action and batch: it has ``async`` or
+    ``until``, or is a handler."""
+    return bool(task.async_val) or bool(task.until) or isinstance(task, Handler)
+
+
 def needs_a_worker(task: Any) -> bool:
-    """Whether ``task`` goes to a worker whatever its action: it has ``delegate_to``,
-    ``run_once``, ``async`` or ``until``, or is a handler."""
-    return (
-        task.delegate_to is not None
-        or bool(task.run_once)
-        or bool(task.async_val)
-        or bool(task.until)
-        or isinstance(task, Handler)
-    )
+    """Whether a controller-only ``task`` still goes to a worker: it has ``delegate_to`` or
+    ``run_once``, or keeps_its_worker."""
+    return task.delegate_to is not None or bool(task.run_once) or keeps_its_worker(task)
 
 
 def runs_in_process(task: Any) -> bool:
@@ -437,13 +437,9 @@ KEEP_WORKER_ACTIONS = frozenset(
 def runs_remote_in_process(task: Any) -> bool:
     """Whether ``task``, when it is the only host's of its batch or runs once, may run in the
     strategy's process through Mitogen: any action but KEEP_WORKER_ACTIONS, with or without a
-    loop or ``delegate_to``, without a ``timeout``, ``async`` or ``until``, and not a handler."""
+    loop or ``delegate_to``, without a ``timeout``, and not keeps_its_worker."""
     return (
-        task.action not in KEEP_WORKER_ACTIONS
-        and not task.timeout
-        and not task.async_val
-        and not task.until
-        and not isinstance(task, Handler)
+        task.action not in KEEP_WORKER_ACTIONS and not task.timeout and not keeps_its_worker(task)
     )
 
 
@@ -554,13 +550,11 @@ PIN_FROM_CPUS = 4
 
 
 def pinning_wanted(environ: dict[str, str] | os._Environ[str], cpus: int) -> bool:
-    """Whether Mitogen pins its processes to CPUs: ``DJDEPLOY_MITOGEN_PIN=1`` or ``0`` says so;
-    unset, only on PIN_FROM_CPUS CPUs or more."""
-    value = environ.get("DJDEPLOY_MITOGEN_PIN", "").strip().lower()
-    if value in {"1", "true", "yes"}:
-        return True
-    if value in {"0", "false", "no"}:
-        return False
+    """Whether Mitogen pins its processes to CPUs: ``DJDEPLOY_MITOGEN_PIN`` says so when it is
+    set (``0``, ``false`` or ``no``: off, as switched_on reads it); unset or empty, only on
+    PIN_FROM_CPUS CPUs or more."""
+    if environ.get("DJDEPLOY_MITOGEN_PIN", "").strip():
+        return switched_on(environ, "DJDEPLOY_MITOGEN_PIN")
     return cpus >= PIN_FROM_CPUS
 
 
