@@ -4,9 +4,11 @@ mapped to the short names Mitogen replaces."""
 
 from __future__ import annotations
 
+import builtins
 import importlib.util
 import json
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -21,8 +23,18 @@ PATH = Path(__file__).resolve().parents[2] / "playbooks/strategy_plugins/djdeplo
 def load_strategy(monkeypatch: pytest.MonkeyPatch, mitogen: str) -> ModuleType:
     """The plugin imported afresh with DJDEPLOY_MITOGEN=mitogen."""
     monkeypatch.setenv("DJDEPLOY_MITOGEN", mitogen)
-    # Importing the plugin patches DataLoader (the vars file cache): undone after the test.
+    # Importing the plugin patches DataLoader (the vars file cache) and, with Mitogen,
+    # Mitogen's multiplexer and module scan (the warm-up): undone after the test.
     monkeypatch.setattr(DataLoader, "load_from_file", DataLoader.load_from_file)
+    try:
+        import ansible_mitogen.module_finder as module_finder
+        import ansible_mitogen.process as process
+    except ImportError:
+        pass
+    else:
+        mux = process.MuxProcess
+        monkeypatch.setattr(mux, "_setup_services", mux._setup_services)
+        monkeypatch.setattr(module_finder, "compile", builtins.compile, raising=False)
     name = f"djdeploy_linear_under_test_{mitogen}"
     spec = importlib.util.spec_from_file_location(name, PATH)
     assert spec is not None and spec.loader is not None
@@ -826,3 +838,139 @@ def test_mitogens_cpu_pinning_follows_djdeploy_mitogen_pin(
     monkeypatch.setenv("DJDEPLOY_MITOGEN_PIN", "1")
     load_strategy(monkeypatch, "1")
     assert affinity.policy is mitogens
+
+
+def test_a_source_is_compiled_once_for_the_module_scans(monkeypatch: pytest.MonkeyPatch) -> None:
+    plugin = load_strategy(monkeypatch, "0")
+    calls: list[tuple[Any, ...]] = []
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return builtins.compile(*args, **kwargs)
+
+    compile_ = plugin.caching_code(counting)
+    code = compile_(b"x = 1", "pkg.mod", "exec")
+    assert compile_(b"x = 1", "pkg.mod", "exec") is code
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)
+    assert namespace["x"] == 1
+    assert len(calls) == 1
+    # Another source, name or mode is compiled; a str source or extra arguments pass through.
+    compile_(b"x = 2", "pkg.mod", "exec")
+    compile_(b"x = 1", "pkg.other", "exec")
+    compile_(b"1", "pkg.mod", "eval")
+    compile_("x = 1", "pkg.mod", "exec")
+    compile_(b"x = 1", "pkg.mod", "exec", 0)
+    assert len(calls) == 6
+
+
+def test_mitogens_scans_share_the_compiled_module_utils(monkeypatch: pytest.MonkeyPatch) -> None:
+    module_finder = pytest.importorskip("ansible_mitogen.module_finder")
+    import ansible
+
+    ansible_dir = Path(ansible.__file__).parent
+    search_path = (str(ansible_dir / "module_utils"),)
+    plugin = load_strategy(monkeypatch, "0")
+
+    def scan(name: str) -> Any:
+        path = ansible_dir / "modules" / f"{name}.py"
+        return module_finder.scan(f"ansible_module_{name}", str(path), search_path)
+
+    expected = {name: scan(name) for name in ("ping", "command")}
+    compiled: list[str] = []
+
+    def counting(source: Any, filename: Any, mode: Any, *args: Any, **kwargs: Any) -> Any:
+        compiled.append(filename)
+        return builtins.compile(source, filename, mode, *args, **kwargs)
+
+    monkeypatch.setattr(module_finder, "compile", plugin.caching_code(counting), raising=False)
+    assert scan("ping") == expected["ping"]
+    first = len(compiled)
+    assert "ansible.module_utils.basic" in compiled
+    assert scan("command") == expected["command"]
+    # The second scan compiles the module itself and what ping's imports did not reach.
+    assert compiled.count("ansible.module_utils.basic") == 1
+    assert len(compiled) - first < first
+
+
+class FakeResponder:
+    """The part of Mitogen's ModuleResponder the warm-up uses: _build_tuple, whose fifth
+    item lists the related modules."""
+
+    def __init__(self, related: dict[str, list[str]], failing: str = "") -> None:
+        self.related = related
+        self.failing = failing
+        self.built: list[str] = []
+
+    def _build_tuple(self, fullname: str) -> tuple[Any, ...]:
+        if fullname == self.failing:
+            raise ImportError(fullname)
+        self.built.append(fullname)
+        return (fullname, None, "", b"", self.related.get(fullname, []))
+
+
+def test_the_warm_up_builds_each_package_its_modules_and_their_related_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plugin = load_strategy(monkeypatch, "0")
+    responder = FakeResponder({"a.b.c": ["a.x", "d"], "e": ["a.x"]})
+    scans: list[bool] = []
+    plugin.warm_responder(responder, ["a.b.c", "e"], lambda: scans.append(True))
+    assert responder.built == ["a", "a.b", "a.b.c", "a.x", "d", "e", "a.x"]
+    assert scans == [True]
+    # A failure stops the warm-up quietly: the connection's own request does the work.
+    failing = FakeResponder({}, failing="a.b")
+    plugin.warm_responder(failing, ["a.b.c", "e"], lambda: scans.append(True))
+    assert failing.built == ["a"]
+    assert scans == [True]
+
+
+def test_mitogens_responder_keeps_what_the_warm_up_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    master = pytest.importorskip("mitogen.master")
+    services = pytest.importorskip("ansible_mitogen.services")
+    plugin = load_strategy(monkeypatch, "0")
+    broker = master.Broker(install_watcher=False)
+    try:
+        router = master.Router(broker=broker)
+        responder = router.responder
+        responder.whitelist_prefix("ansible")
+        responder.whitelist_prefix("ansible_mitogen")
+        plugin.warm_responder(responder, services.ContextService.ALWAYS_PRELOAD, lambda: None)
+        target = responder._cache["ansible_mitogen.target"]
+        assert "ansible.module_utils.basic" in target[4]
+        assert all(name in responder._cache for name in target[4])
+        # What the request would build is what the warm-up kept.
+        assert responder._build_tuple("ansible_mitogen.target") is target
+    finally:
+        broker.shutdown()
+        broker.join()
+
+
+def test_through_mitogen_every_multiplexer_warms_up_unless_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    process = pytest.importorskip("ansible_mitogen.process")
+    module_finder = pytest.importorskip("ansible_mitogen.module_finder")
+    mux = process.MuxProcess
+    setups: list[Any] = []
+    monkeypatch.setattr(mux, "_setup_services", lambda self: setups.append(self))
+    monkeypatch.setenv("DJDEPLOY_MITOGEN_WARM", "0")
+    load_strategy(monkeypatch, "1")
+    assert not hasattr(mux._setup_services, "_djdeploy_warm")
+    assert not hasattr(module_finder.compile, "_djdeploy_kept")
+
+    monkeypatch.setenv("DJDEPLOY_MITOGEN_WARM", "1")
+    plugin = load_strategy(monkeypatch, "1")
+    installed = mux._setup_services
+    assert installed._djdeploy_warm
+    assert module_finder.compile._djdeploy_kept == {}
+    load_strategy(monkeypatch, "1")  # once per run, not stacked
+    assert mux._setup_services is installed
+
+    warmed = threading.Event()
+    monkeypatch.setattr(plugin, "warm_responder", lambda *args: warmed.set())
+    responder = FakeResponder({})
+    fake_mux = SimpleNamespace(router=SimpleNamespace(responder=responder))
+    mux._setup_services(fake_mux)
+    assert setups == [fake_mux]
+    assert warmed.wait(5)
