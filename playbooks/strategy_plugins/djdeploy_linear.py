@@ -28,7 +28,9 @@ This strategy is ``linear`` with these rules on top:
   vaulted. ``playbooks/wiring.yml`` (every app-level play's ``vars_files``) cost about 11 ms a
   parse, 0.6 s of controller time in a release and more in a ``site.yml`` run. Files under
   the project's ``playbooks/`` directory are kept parsed for the run, as Ansible keeps
-  vaulted ones; they are part of the project and no task writes them.
+  vaulted ones; they are part of the project and no task writes them. The playbook's parse
+  computes a play's variables for every import, before the strategy loads: the vars plugin
+  ``djdeploy_early`` loads this module with the inventory, so the cache is there already.
 
 - **A task whose ``when`` is false is skipped without a worker.** Ansible forks a worker
   process for every task and host, and the worker decides whether the task is skipped: about

@@ -974,3 +974,24 @@ def test_through_mitogen_every_multiplexer_warms_up_unless_told(
     mux._setup_services(fake_mux)
     assert setups == [fake_mux]
     assert warmed.wait(5)
+
+
+def test_the_early_vars_plugin_installs_the_caches_and_gives_no_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DJDEPLOY_MITOGEN", "0")
+    monkeypatch.setattr(DataLoader, "load_from_file", DataLoader.load_from_file)
+    # None: not loaded yet (the strategy's module this test loads is removed afterwards).
+    monkeypatch.setitem(sys.modules, "djdeploy_linear_early", None)
+    path = PATH.parent.parent / "vars_plugins" / "djdeploy_early.py"
+    spec = importlib.util.spec_from_file_location("djdeploy_early_under_test", path)
+    assert spec is not None and spec.loader is not None
+    early = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "djdeploy_early_under_test", early)
+    assert not hasattr(DataLoader.load_from_file, "_djdeploy_project_cache")
+    spec.loader.exec_module(early)
+    # Its import loaded the strategy's module, which installed the vars file cache.
+    assert DataLoader.load_from_file._djdeploy_project_cache == PATH.parent.parent.resolve()
+    strategy = sys.modules["djdeploy_linear_early"]
+    assert early.load_strategy() is strategy  # once per process
+    assert early.VarsModule().get_vars(DataLoader(), "/", []) == {}
