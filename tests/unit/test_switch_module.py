@@ -32,7 +32,8 @@ class FakeHost:
         self.socket_statuses: list[int | None] = [200]
         self.public_outputs: list[str] = ["200"]
         self.nginx_t_rc = 0
-        # pgrep calls after the reload that still see the old worker (100) beside the new (200).
+        # Looks at /proc after the reload that still see the old worker (100): from the reload
+        # on, /proc/100 is an nginx worker until the drain has slept that many times.
         self.draining = 0
         self.reloaded = False
         self.stop_rc = 0
@@ -70,6 +71,9 @@ class FakeHost:
             return self.stop_rc, "", "boom" if self.stop_rc else ""
         if argv == ["nginx", "-s", "reload"]:
             self.reloaded = True
+            if self.draining > 0:
+                (self.proc / "100").mkdir(parents=True, exist_ok=True)
+                (self.proc / "100" / "cmdline").write_bytes(b"nginx: worker process\0")
             if self.upstream_file is not None:
                 self.upstream_at_reload.append(self.upstream_file.read_text())
         if argv[:2] == ["nginx", "-t"]:
@@ -86,12 +90,7 @@ class FakeHost:
         if argv[0] == "journalctl":
             return 0, "line 1\nTraceback: boom\n", ""
         if argv[0] == "pgrep":
-            if not self.reloaded:
-                return 0, "100\n", ""
-            if self.draining > 0:
-                self.draining -= 1
-                return 0, "100\n200\n", ""
-            return 0, "200\n", ""
+            return 0, ("200\n" if self.reloaded else "100\n"), ""
         return 0, "", ""
 
     def http_get(self, socket_path: str, path: str, headers: dict[str, str], timeout: float) -> int:
@@ -108,6 +107,11 @@ class FakeHost:
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
+        if self.draining > 0:
+            self.draining -= 1
+            if self.draining == 0:
+                (self.proc / "100" / "cmdline").unlink()
+                (self.proc / "100").rmdir()
 
     def clock(self) -> float:
         return self.now
@@ -344,16 +348,23 @@ def test_an_io_error_of_our_own_reverts(app_root: Path, upstream: Path) -> None:
     assert host.commands(["systemctl", "stop", "demo@green.service", "demo@green.socket"])
 
 
-def test_drain_waits_for_old_workers_but_is_bounded(app_root: Path, upstream: Path) -> None:
+def test_drain_waits_for_old_workers_but_is_bounded(
+    app_root: Path, upstream: Path, tmp_path: Path
+) -> None:
     host = FakeHost()
+    host.proc = tmp_path / "proc"
     host.draining = 3
     make(app_root, upstream, host).execute()
-    # One look before the reload, three that still see the old worker, one that does not.
-    assert len(host.commands(["pgrep"])) == 5
-    # Short pauses first, doubling (workers without a request in flight exit within ms).
-    assert host.sleeps == [sw.DRAIN_FIRST_PAUSE * 2**i for i in range(3)]
+    # pgrep lists the workers before the reload; the drain then reads /proc.
+    assert len(host.commands(["pgrep"])) == 1
+    # Asleep until nginx tells its old workers to finish (OLD_WORKERS_TOLD_AFTER after the
+    # reload: the switch's later steps took some of it), then short pauses, doubling.
+    assert 0 < host.sleeps[0] < sw.OLD_WORKERS_TOLD_AFTER
+    assert host.sleeps[1:] == [sw.DRAIN_FIRST_PAUSE * 2**i for i in range(2)]
+    assert not (host.proc / "100").exists()
 
     host = FakeHost()
+    host.proc = tmp_path / "proc2"
     host.draining = 10_000
     (app_root / "live-color").write_text("blue\n")
     report = make(app_root, upstream, host, drain_timeout=2.0).execute()
@@ -843,3 +854,16 @@ def test_the_module_stages_without_the_nginx_options(tmp_path: Path) -> None:
     # A worker-only host in the abort's loop: nothing to stop.
     rc, result, output = run_module(module, {**base, "state": "unstaged", "web": False}, tmp_path)
     assert rc == 0 and not result["changed"], output
+
+
+def test_the_drain_counts_only_processes_that_are_still_nginx_workers(
+    app_root: Path, upstream: Path, tmp_path: Path
+) -> None:
+    host = FakeHost()
+    host.proc = tmp_path / "proc"
+    for pid, cmdline in (("100", b"nginx: worker process\0"), ("101", b"python3\0")):
+        (host.proc / pid).mkdir(parents=True)
+        (host.proc / pid / "cmdline").write_bytes(cmdline)
+    switch = make(app_root, upstream, host)
+    # 101 is another process now (its PID was reused), 102 is gone.
+    assert switch._still_workers({"100", "101", "102"}) == {"100"}

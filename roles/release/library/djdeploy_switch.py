@@ -414,9 +414,13 @@ COLORS = ("blue", "green")
 # more a reload on the hosts measured (a switch reloads the app host's nginx once; the balancers'
 # reloads are the rotation module's).
 NGINX_RELOAD = ["nginx", "-s", "reload"]
-# Seconds between two looks at nginx's workers while the old ones drain: doubling from the first
-# to the last value.
-DRAIN_FIRST_PAUSE = 0.02
+# nginx's master tells the old workers to finish 100 ms after it started the new ones (its
+# reload waits that long for them), so no old worker exits sooner: the drain's first look is
+# that long after the reload. Then seconds between two looks while the old ones drain, doubling
+# from the first to the last value (an old worker without a request in flight exits within a
+# few milliseconds; a long request may hold one for seconds).
+OLD_WORKERS_TOLD_AFTER = 0.1
+DRAIN_FIRST_PAUSE = 0.005
 DRAIN_MAX_PAUSE = 0.5
 
 # nginx workers, serving ("nginx: worker process") or draining after a reload ("... is
@@ -696,6 +700,7 @@ class Switch:
         self._moved_from: str | None = None
         # nginx's workers before this run's reload (PIDs); the drain waits for them to exit.
         self._old_workers: set[str] = set()
+        self._reloaded_at = 0.0
         self.report = Report(
             release=cfg.release,
             live_color=self.old_color,
@@ -1006,6 +1011,7 @@ class Switch:
             if rc == 0:
                 self._old_workers = self._nginx_workers()
                 rc, out, err = self.run(NGINX_RELOAD)
+                self._reloaded_at = self.clock()
             if rc != 0:
                 self._restore_upstream(old_text)
                 self._stop(color)
@@ -1114,6 +1120,19 @@ class Switch:
         rc, out, _ = self.run(["pgrep", "-f", WORKERS])
         return set(out.split()) if rc == 0 else set()
 
+    def _still_workers(self, pids: set[str]) -> set[str]:
+        """Those of ``pids`` that are still nginx workers, read in /proc: a look costs no
+        process (pgrep took 5-10 ms), so the drain can look often."""
+        alive = set()
+        for pid in pids:
+            try:
+                cmdline = (self.proc / pid / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if WORKERS.encode() in cmdline:
+                alive.add(pid)
+        return alive
+
     def _retire(self) -> None:
         old = self.old_color
         if not old:
@@ -1122,11 +1141,15 @@ class Switch:
             # The reload returns before nginx has replaced its workers: wait until every worker
             # that was alive before it has exited (the old ones finish their requests, which may
             # go to the old color), not merely until none is marked as shutting down yet.
-            # Looked at often first (old workers with no request in flight exit within tens of
-            # milliseconds of the reload), then less and less often (a long request may hold one).
+            # First looked at when nginx has told them to finish (OLD_WORKERS_TOLD_AFTER after
+            # the reload), then often (old workers with no request in flight exit within
+            # milliseconds), then less and less often (a long request may hold one).
             deadline = self.clock() + self.cfg.drain_timeout
+            first = self._reloaded_at + OLD_WORKERS_TOLD_AFTER - self.clock()
+            if first > 0 and self._still_workers(self._old_workers):
+                self.sleep(first)
             pause = DRAIN_FIRST_PAUSE
-            while self._old_workers & self._nginx_workers() and self.clock() < deadline:
+            while self._still_workers(self._old_workers) and self.clock() < deadline:
                 self.sleep(pause)
                 pause = min(pause * 2, DRAIN_MAX_PAUSE)
         with self._step("retire"):
