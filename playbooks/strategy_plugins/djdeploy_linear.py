@@ -89,9 +89,10 @@ This strategy is ``linear`` with these rules on top:
   Mitogen's runner and what they import: 66 modules), which the multiplexer reads, minifies,
   compresses and scans the first time, and before each new module it sends, it compiles the
   module and every ``module_utils`` file it imports to find them (ansible-core's
-  ``basic`` again for every module). A thread started with the multiplexer builds the preload
-  and compiles ``basic``'s imports while the run's first tasks and SSH handshakes go on, and
-  the scans keep each compiled source for the run. Measured on the bench's single host,
+  ``basic`` again for every module). A thread started with the multiplexer makes Mitogen's
+  first stage (``mitogen.core``, minified, which the first SSH client waits for), builds the
+  preload and compiles ``basic``'s imports while the run's first tasks and SSH handshakes go
+  on, and the scans keep each compiled source for the run. Measured on the bench's single host,
   alternating runs (3 each, no load): the first connection 0.78 -> 0.55 s, a release 4.90 ->
   4.46 s, a rollback 2.86 -> 2.55 s, a no-op ``site.yml`` (about 25 modules) 9.20 -> 7.86 s.
   ``DJDEPLOY_MITOGEN_WARM=0`` turns both off.
@@ -620,17 +621,25 @@ def install_scan_cache(module_finder: Any) -> None:
         module_finder.compile = caching_code(builtins.compile)
 
 
-def warm_responder(responder: Any, fullnames: Iterable[str], scan: Callable[[], Any]) -> None:
+def warm_responder(
+    responder: Any,
+    fullnames: Iterable[str],
+    scan: Callable[[], Any],
+    core: Callable[[], Any] = lambda: None,
+) -> None:
     """Prepare, in the multiplexer, what the first connection asks of it.
 
-    Every new connection gets ``fullnames`` (Mitogen's ``ContextService.ALWAYS_PRELOAD``) and
-    their related modules, each package on the way: the responder reads, minifies and
+    ``core`` first: Mitogen's first stage, ``mitogen.core`` minified and compressed, which the
+    multiplexer makes before it starts the first SSH client (70 ms of the first connection).
+    Then every new connection gets ``fullnames`` (Mitogen's ``ContextService.ALWAYS_PRELOAD``)
+    and their related modules, each package on the way: the responder reads, minifies and
     compresses every one and scans its imports the first time (about 0.25 s of CPU in a run).
     Done here, in a thread started with the multiplexer, it overlaps the first SSH handshake
-    and the run's first tasks; the responder keeps each result, so the connection's request
-    finds them ready. ``scan`` then compiles a module's ``module_utils`` for the scan cache.
-    A failure here changes nothing: the request does the work as before."""
+    and the run's first tasks; Mitogen keeps each result, so the connection finds them ready.
+    ``scan`` then compiles a module's ``module_utils`` for the scan cache. A failure here
+    changes nothing: the connection does the work as before."""
     try:
+        core()
         for fullname in fullnames:
             parts = fullname.split(".")
             for end in range(1, len(parts) + 1):
@@ -646,6 +655,7 @@ def warming_multiplexer(
     setup_services: Callable[[Any], None],
     preload: Iterable[str],
     scan: Callable[[], Any],
+    core: Callable[[], Any],
 ) -> Callable[[Any], None]:
     """MuxProcess._setup_services, then a thread that warms the multiplexer's responder
     (warm_responder) while the run's first tasks and SSH handshakes go on."""
@@ -654,7 +664,7 @@ def warming_multiplexer(
         setup_services(self)
         threading.Thread(
             target=warm_responder,
-            args=(self.router.responder, tuple(preload), scan),
+            args=(self.router.responder, tuple(preload), scan, core),
             name="djdeploy-warm",
             daemon=True,
         ).start()
@@ -679,9 +689,11 @@ def scan_a_builtin_module(module_finder: Any, ansible_dir: Path) -> Callable[[],
     return scan
 
 
-def install_warm_up(process: Any, services: Any, module_finder: Any, ansible_dir: Path) -> None:
-    """Compile cache for Mitogen's module scans, and the responder's warm-up thread in every
-    multiplexer started from now on (installed once)."""
+def install_warm_up(
+    process: Any, services: Any, module_finder: Any, parent: Any, ansible_dir: Path
+) -> None:
+    """Compile cache for Mitogen's module scans, and the warm-up thread in every multiplexer
+    started from now on (installed once). ``parent`` is ``mitogen.parent`` (its first stage)."""
     install_scan_cache(module_finder)
     mux = process.MuxProcess
     if not getattr(mux._setup_services, "_djdeploy_warm", False):
@@ -689,6 +701,7 @@ def install_warm_up(process: Any, services: Any, module_finder: Any, ansible_dir
             mux._setup_services,
             services.ContextService.ALWAYS_PRELOAD,
             scan_a_builtin_module(module_finder, ansible_dir),
+            parent.get_core_source_partial,
         )
 
 
@@ -703,12 +716,17 @@ def _load_mitogen() -> Any:
         import ansible_mitogen.process as mitogen_process
         import ansible_mitogen.services as mitogen_services
         import ansible_mitogen.strategy as mitogen_strategy
+        import mitogen.parent as mitogen_parent
     except ImportError:
         return None
     choose_affinity(mitogen_affinity, pinning_wanted(os.environ, os.cpu_count() or 1))
     if switched_on(os.environ, "DJDEPLOY_MITOGEN_WARM"):
         install_warm_up(
-            mitogen_process, mitogen_services, mitogen_module_finder, Path(ansible.__file__).parent
+            mitogen_process,
+            mitogen_services,
+            mitogen_module_finder,
+            mitogen_parent,
+            Path(ansible.__file__).parent,
         )
     if getattr(mitogen_strategy, "_djdeploy_aliases", False):
         return mitogen_strategy

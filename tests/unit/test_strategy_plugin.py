@@ -915,8 +915,14 @@ def test_the_warm_up_builds_each_package_its_modules_and_their_related_ones(
     plugin = load_strategy(monkeypatch, "0")
     responder = FakeResponder({"a.b.c": ["a.x", "d"], "e": ["a.x"]})
     scans: list[bool] = []
-    plugin.warm_responder(responder, ["a.b.c", "e"], lambda: scans.append(True))
-    assert responder.built == ["a", "a.b", "a.b.c", "a.x", "d", "e", "a.x"]
+    # The first stage (mitogen.core) first: the first SSH client waits for it.
+    plugin.warm_responder(
+        responder,
+        ["a.b.c", "e"],
+        lambda: scans.append(True),
+        lambda: responder.built.append("<core>"),
+    )
+    assert responder.built == ["<core>", "a", "a.b", "a.b.c", "a.x", "d", "e", "a.x"]
     assert scans == [True]
     # A failure stops the warm-up quietly: the connection's own request does the work.
     failing = FakeResponder({}, failing="a.b")
@@ -935,7 +941,15 @@ def test_mitogens_responder_keeps_what_the_warm_up_built(monkeypatch: pytest.Mon
         responder = router.responder
         responder.whitelist_prefix("ansible")
         responder.whitelist_prefix("ansible_mitogen")
-        plugin.warm_responder(responder, services.ContextService.ALWAYS_PRELOAD, lambda: None)
+        parent = pytest.importorskip("mitogen.parent")
+        plugin.warm_responder(
+            responder,
+            services.ContextService.ALWAYS_PRELOAD,
+            lambda: None,
+            parent.get_core_source_partial,
+        )
+        # The first stage is made once per process: the first connection finds it.
+        assert parent._core_source_partial is not None
         target = responder._cache["ansible_mitogen.target"]
         assert "ansible.module_utils.basic" in target[4]
         assert all(name in responder._cache for name in target[4])
