@@ -6,8 +6,9 @@ computes the play's variables once for every ``import_role`` and ``import_tasks`
 times for ``site.yml``), and each time Ansible parses the play's ``vars_files`` again
 (``playbooks/wiring.yml``, 4-5 ms a parse): 0.4-0.6 s before the first task of a ``site.yml``
 run. Loading this plugin loads the strategy plugin's module, whose import installs its caches
-(the vars file cache among them); the strategy loaded later finds them installed and adds
-nothing. It returns no variables.
+(the vars file cache among them), under the name Ansible's plugin loader gives it: when the
+first play starts, the loader finds that module already imported and uses it. It returns no
+variables.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ description:
 
 #: The strategy plugin's file, beside this plugin's directory.
 STRATEGY = Path(__file__).resolve().parent.parent / "strategy_plugins" / "djdeploy_linear.py"
-#: The name the strategy's module gets here (Ansible's own load of it has another).
-MODULE_NAME = "djdeploy_linear_early"
+#: The name Ansible's plugin loader gives the strategy's module (a plugin from a configured
+#: directory: ansible.plugins.<type>.<file name>); the loader reuses a module of that name.
+MODULE_NAME = "ansible.plugins.strategy.djdeploy_linear"
 
 
 def load_strategy(path: Path = STRATEGY, name: str = MODULE_NAME) -> Any:

@@ -926,7 +926,7 @@ def test_the_warm_up_builds_each_package_its_modules_and_their_related_ones(
     assert scans == [True]
     # A failure stops the warm-up quietly: the connection's own request does the work.
     failing = FakeResponder({}, failing="a.b")
-    plugin.warm_responder(failing, ["a.b.c", "e"], lambda: scans.append(True))
+    plugin.warm_responder(failing, ["a.b.c", "e"], lambda: scans.append(True), lambda: None)
     assert failing.built == ["a"]
     assert scans == [True]
 
@@ -996,7 +996,7 @@ def test_the_early_vars_plugin_installs_the_caches_and_gives_no_variables(
     monkeypatch.setenv("DJDEPLOY_MITOGEN", "0")
     monkeypatch.setattr(DataLoader, "load_from_file", DataLoader.load_from_file)
     # None: not loaded yet (the strategy's module this test loads is removed afterwards).
-    monkeypatch.setitem(sys.modules, "djdeploy_linear_early", None)
+    monkeypatch.setitem(sys.modules, "ansible.plugins.strategy.djdeploy_linear", None)
     path = PATH.parent.parent / "vars_plugins" / "djdeploy_early.py"
     spec = importlib.util.spec_from_file_location("djdeploy_early_under_test", path)
     assert spec is not None and spec.loader is not None
@@ -1006,6 +1006,20 @@ def test_the_early_vars_plugin_installs_the_caches_and_gives_no_variables(
     spec.loader.exec_module(early)
     # Its import loaded the strategy's module, which installed the vars file cache.
     assert DataLoader.load_from_file._djdeploy_project_cache == PATH.parent.parent.resolve()
-    strategy = sys.modules["djdeploy_linear_early"]
+    strategy = sys.modules["ansible.plugins.strategy.djdeploy_linear"]
     assert early.load_strategy() is strategy  # once per process
+    # A strategy loader like Ansible's (a fresh one: the global one keeps what it loads), when
+    # the first play starts, uses that module: no second copy.
+    from ansible import constants
+    from ansible.plugins.loader import PluginLoader
+
+    loader = PluginLoader(
+        "StrategyModule",
+        "ansible.plugins.strategy",
+        constants.DEFAULT_STRATEGY_PLUGIN_PATH,
+        "strategy_plugins",
+        required_base_class="StrategyBase",
+    )
+    loader.add_directory(str(PATH.parent))
+    assert loader.get("djdeploy_linear", class_only=True) is strategy.StrategyModule
     assert early.VarsModule().get_vars(DataLoader(), "/", []) == {}
