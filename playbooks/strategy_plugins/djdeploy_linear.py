@@ -625,7 +625,7 @@ def warm_responder(
     responder: Any,
     fullnames: Iterable[str],
     scan: Callable[[], Any],
-    core: Callable[[], Any] = lambda: None,
+    core: Callable[[], Any],
 ) -> None:
     """Prepare, in the multiplexer, what the first connection asks of it.
 
