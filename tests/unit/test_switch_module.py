@@ -369,7 +369,17 @@ def test_drain_waits_for_old_workers_but_is_bounded(
     (app_root / "live-color").write_text("blue\n")
     report = make(app_root, upstream, host, drain_timeout=2.0).execute()
     drain = next(s for s in report.steps if s["step"] == "drain")
-    assert 2.0 <= drain["seconds"] < 3.0
+    assert 2.0 <= drain["seconds"] < 2.1
+
+    # drain_timeout 0: one look at the old workers, no pause at all.
+    host = FakeHost()
+    host.proc = tmp_path / "proc3"
+    host.draining = 10_000
+    (app_root / "live-color").write_text("green\n")
+    report = make(app_root, upstream, host, drain_timeout=0.0).execute()
+    assert host.sleeps == []
+    drain = next(s for s in report.steps if s["step"] == "drain")
+    assert drain["seconds"] < 0.01
 
 
 def test_failing_to_stop_the_old_color_says_the_release_is_live(

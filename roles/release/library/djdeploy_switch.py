@@ -1144,13 +1144,14 @@ class Switch:
             # First looked at when nginx has told them to finish (OLD_WORKERS_TOLD_AFTER after
             # the reload), then often (old workers with no request in flight exit within
             # milliseconds), then less and less often (a long request may hold one).
+            # No pause outlasts drain_timeout (0: look once, do not wait).
             deadline = self.clock() + self.cfg.drain_timeout
-            first = self._reloaded_at + OLD_WORKERS_TOLD_AFTER - self.clock()
+            first = min(self._reloaded_at + OLD_WORKERS_TOLD_AFTER, deadline) - self.clock()
             if first > 0 and self._still_workers(self._old_workers):
                 self.sleep(first)
             pause = DRAIN_FIRST_PAUSE
             while self._still_workers(self._old_workers) and self.clock() < deadline:
-                self.sleep(pause)
+                self.sleep(min(pause, deadline - self.clock()))
                 pause = min(pause * 2, DRAIN_MAX_PAUSE)
         with self._step("retire"):
             self._lower_priority(self.cfg.unit(old, "service"))
