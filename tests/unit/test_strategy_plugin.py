@@ -35,6 +35,13 @@ def load_strategy(monkeypatch: pytest.MonkeyPatch, mitogen: str) -> ModuleType:
         mux = process.MuxProcess
         monkeypatch.setattr(mux, "_setup_services", mux._setup_services)
         monkeypatch.setattr(module_finder, "compile", builtins.compile, raising=False)
+    try:
+        import ansible_mitogen.planner as planner
+    except ImportError:
+        pass
+    else:
+        style = planner.NewStylePlanner
+        monkeypatch.setattr(style, "should_fork", style.should_fork)
     name = f"djdeploy_linear_under_test_{mitogen}"
     spec = importlib.util.spec_from_file_location(name, PATH)
     assert spec is not None and spec.loader is not None
@@ -1023,3 +1030,100 @@ def test_the_early_vars_plugin_installs_the_caches_and_gives_no_variables(
     loader.add_directory(str(PATH.parent))
     assert loader.get("djdeploy_linear", class_only=True) is strategy.StrategyModule
     assert early.VarsModule().get_vars(DataLoader(), "/", []) == {}
+
+
+ROLES = Path(__file__).resolve().parents[2] / "roles"
+
+
+def planner_for(
+    module: str, custom: list[tuple[str, str, bool]], task_vars: dict[str, Any] | None = None
+) -> SimpleNamespace:
+    """What should_fork reads of Mitogen's NewStylePlanner: the invocation and the module map."""
+    return SimpleNamespace(
+        _inv=SimpleNamespace(module_name=module, task_vars=task_vars or {}, wrap_async=False),
+        ALWAYS_FORK_MODULES=frozenset({"ansible.builtin.dnf"}),
+        get_module_map=lambda: {"builtin": ["ansible.module_utils.basic"], "custom": custom},
+    )
+
+
+def test_the_projects_modules_run_in_the_hosts_interpreter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plugin = load_strategy(monkeypatch, "0")
+    ours = [("ansible.module_utils.djdeploy_files", str(ROLES / "release/module_utils/x.py"), False)]
+    theirs = [("ansible.module_utils.other", "/elsewhere/module_utils/other.py", False)]
+    asked: list[Any] = []
+
+    def mitogens(planner: Any) -> bool:
+        asked.append(planner)
+        return True
+
+    should_fork = plugin.forking_only_when_needed(
+        mitogens, lambda planner: planner._inv.wrap_async, ROLES
+    )
+    assert should_fork(planner_for("djdeploy_switch", ours)) is False
+    assert asked == []
+    # Anything else is Mitogen's decision: no custom module_utils, another role's or a
+    # collection's, a mix, an async task, mitogen_task_isolation, an always-forked module.
+    others = [
+        planner_for("ansible.builtin.copy", []),
+        planner_for("other", theirs),
+        planner_for("djdeploy_switch", ours + theirs),
+        planner_for("djdeploy_switch", ours, {"mitogen_task_isolation": "fork"}),
+        planner_for("ansible.builtin.dnf", ours),
+    ]
+    async_task = planner_for("djdeploy_switch", ours)
+    async_task._inv.wrap_async = True
+    for planner in [*others, async_task]:
+        assert should_fork(planner) is True
+    assert asked == [*others, async_task]
+
+
+def test_a_path_outside_the_roles_is_not_the_projects_even_through_a_link(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    own = load_strategy(monkeypatch, "0").own_module_utils
+    roles = tmp_path / "roles"
+    (roles / "r/module_utils").mkdir(parents=True)
+    (roles / "r/module_utils/djdeploy_a.py").write_text("")
+    (tmp_path / "elsewhere.py").write_text("")
+    (roles / "r/module_utils/djdeploy_b.py").symlink_to(tmp_path / "elsewhere.py")
+    assert own([("a", str(roles / "r/module_utils/djdeploy_a.py"), False)], roles.resolve())
+    assert not own([("b", str(roles / "r/module_utils/djdeploy_b.py"), False)], roles.resolve())
+    assert not own([], roles.resolve())
+
+
+def test_the_roles_module_utils_have_unique_names_of_their_own() -> None:
+    # They share each host's interpreter for the run (forking_only_when_needed): two files of
+    # one name would be one module there.
+    names = [path.name for path in ROLES.glob("*/module_utils/*.py")]
+    assert names
+    assert len(names) == len(set(names))
+    assert all(name.startswith("djdeploy_") for name in names)
+
+
+def test_through_mitogen_the_planner_forks_only_when_needed_unless_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    planner = pytest.importorskip("ansible_mitogen.planner")
+    style = planner.NewStylePlanner
+    mitogens = style.should_fork
+    monkeypatch.setenv("DJDEPLOY_MITOGEN_IN_PROCESS", "0")
+    load_strategy(monkeypatch, "1")
+    assert style.should_fork is mitogens
+
+    monkeypatch.setenv("DJDEPLOY_MITOGEN_IN_PROCESS", "1")
+    load_strategy(monkeypatch, "1")
+    installed = style.should_fork
+    assert installed._djdeploy_own
+    load_strategy(monkeypatch, "1")  # once per run, not stacked
+    assert style.should_fork is installed
+
+    # Mitogen's own planner, with the module map its scan would give.
+    ours = [("ansible.module_utils.djdeploy_files", str(ROLES / "release/module_utils/x.py"), False)]
+    theirs = [("ansible.module_utils.other", "/elsewhere/other.py", False)]
+    for custom, forks in ((ours, False), (theirs, True)):
+        invocation = SimpleNamespace(module_name="djdeploy_switch", task_vars={}, wrap_async=False)
+        instance = style(invocation)
+        instance._module_map = {"builtin": [], "custom": custom}
+        assert instance.should_fork() is forks
