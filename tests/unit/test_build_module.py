@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,6 +71,7 @@ class FakeHost:
         self.install_fails = False
         self.gunicorn = True
         self.check_fails = False
+        self.collect_fails = False
         # Build commands (DJDEPLOY_COMMAND through the manage wrapper) that fail.
         self.failing_commands: set[str] = set()
         self.lingering = 0
@@ -136,14 +138,21 @@ class FakeHost:
             (self.app_root / "static" / RELEASE / "built.txt").write_text(command)
             return 0, "done\n", ""
         if "collectstatic" in argv:
-            static = self.app_root / "static" / RELEASE
-            (static / "site").mkdir()
-            (static / "site/brand.css").write_text("body {}\n")
-            return 0, "1 static file copied.\n", ""
+            return self.collectstatic()
         if "shell" in argv:
+            # The check script; with DJDEPLOY_COLLECTSTATIC=1, collectstatic first.
+            out = ""
+            if cmd.env.get("DJDEPLOY_COLLECTSTATIC") == "1":
+                rc, out, err = self.collectstatic()
+                if rc != 0:
+                    return rc, out, err
+                self.now += 0.25
+                out += f"{bm.COLLECTED} 0.250 s\n"
+            self.now += 0.125
             if self.check_fails:
-                return 1, "", DJANGO_CHECK
-            return 0, "Accepted check IDs (silenced for this check only): greetings.W001\n", ""
+                return 1, out, DJANGO_CHECK
+            accepted = "Accepted check IDs (silenced for this check only): greetings.W001\n"
+            return 0, out + accepted, ""
         raise AssertionError(f"unexpected command {argv}")
 
     def reap(self, uid: int) -> int:
@@ -161,6 +170,14 @@ class FakeHost:
 
     def clock(self) -> float:
         return self.now
+
+    def collectstatic(self) -> tuple[int, str, str]:
+        if self.collect_fails:
+            return 1, "", "CommandError: STATIC_ROOT is not a directory\n"
+        static = self.app_root / "static" / RELEASE
+        (static / "site").mkdir()
+        (static / "site/brand.css").write_text("body {}\n")
+        return 0, "1 static file copied.\n", ""
 
     def users_of(self, word: str) -> list[str]:
         return [user for user, argv in self.calls if word in argv]
@@ -272,7 +289,6 @@ def test_a_fresh_build_runs_every_step_in_order_each_as_its_user(app_root: Path)
         ("demo-build", ["nice", "-n", "10", f"{venv}/bin/python"]),
         ("demo-build", ["nice", "-n", "10", f"{venv}/bin/python"]),
         ("demo-build", ["nice", "-n", "10", MANAGE]),
-        ("demo-build", ["nice", "-n", "10", MANAGE]),
     ]
     shown = [argv[-1] for _, argv in host.calls if "show" in argv]
     assert shown == [
@@ -295,9 +311,15 @@ def test_a_fresh_build_runs_every_step_in_order_each_as_its_user(app_root: Path)
         "venv": venv,
     }
     assert report.warnings == []
+    # collectstatic and the deploy check in one run of the check script (one Django start-up),
+    # each with its own step and seconds.
     ran = [argv for _, argv in host.calls if argv[0] != "reap"]
-    assert ran[-2][4:] == ["collectstatic", "--noinput", "-v", "1"]
     assert ran[-1][4:] == ["shell", "-c", "print('check')"]
+    assert host.commands[-1].env["DJDEPLOY_COLLECTSTATIC"] == "1"
+    seconds = {s["step"]: s["seconds"] for s in report.steps}
+    # (each command takes 0.5 s on the fake host: its start-up goes to the check)
+    assert (seconds["collectstatic"], seconds["check"]) == (0.25, 0.625)
+    assert (app_root / "static" / RELEASE / "site/brand.css").exists()
     # The build user's leftovers are killed after each of its commands (root writes into its
     # directories only while none of its processes runs).
     for i, (user, argv) in enumerate(host.calls):
@@ -471,6 +493,50 @@ def test_a_failed_deploy_check_shows_djangos_message_and_the_knob(app_root: Path
     assert not (app_root / "static" / RELEASE).exists()
     assert (app_root / "next").readlink().name == "20260101T000000Z-aaaaaaaa"
     assert (app_root / "current").readlink().name == "20260101T000000Z-aaaaaaaa"
+
+
+def test_a_failed_collectstatic_in_the_check_script_is_collectstatics(app_root: Path) -> None:
+    host = FakeHost(app_root)
+    host.collect_fails = True
+    builder = make(app_root, host)
+    with pytest.raises(bm.BuildError) as failed:
+        builder.execute()
+
+    msg = failed.value.msg
+    assert "failed in 'collectstatic'" in msg
+    assert "collectstatic failed (rc 1): CommandError: STATIC_ROOT is not a directory" in msg
+    assert [s["step"] for s in builder.report.steps][-1] == "collectstatic"
+    assert not release_dir(app_root).exists()
+    assert not (app_root / "static" / RELEASE).exists()
+    assert (app_root / "next").readlink().name == "20260101T000000Z-aaaaaaaa"
+
+
+def test_collectstatic_runs_on_its_own_without_the_check_or_before_build_commands(
+    app_root: Path,
+) -> None:
+    host = FakeHost(app_root)
+    report = make(app_root, host, check_deploy=False).execute()
+    assert [s["step"] for s in report.steps][-3:] == ["collectstatic", "seal", "record"]
+    ran = [argv for _, argv in host.calls if argv[0] != "reap"]
+    assert ran[-1][4:] == ["collectstatic", "--noinput", "-v", "1"]
+
+    app_root_2 = app_root.parent / "other"
+    shutil.copytree(app_root, app_root_2, symlinks=True)
+    shutil.rmtree(release_dir(app_root_2))
+    shutil.rmtree(app_root_2 / "static" / RELEASE)
+    host = FakeHost(app_root_2)
+    make(app_root_2, host, commands=["npm run build"]).execute()
+    ran = [argv for _, argv in host.calls if argv[0] != "reap"]
+    assert ran[-3][4:] == ["collectstatic", "--noinput", "-v", "1"]
+    assert host.commands[-2].env["DJDEPLOY_COMMAND"] == "npm run build"
+    assert ran[-1][4:] == ["shell", "-c", "print('check')"]
+    assert "DJDEPLOY_COLLECTSTATIC" not in host.commands[-1].env
+
+
+def test_collectstatics_seconds_are_read_from_the_check_scripts_output() -> None:
+    assert bm.collected_seconds(f"1 static file copied.\n{bm.COLLECTED} 0.4567 s\nok\n") == 0.457
+    assert bm.collected_seconds("1 static file copied.\n") is None
+    assert bm.collected_seconds(f"{bm.COLLECTED} soon\n") is None
 
 
 BUILD_COMMANDS = ["python manage.py compress", "npm run build"]

@@ -1033,6 +1033,8 @@ def test_the_early_vars_plugin_installs_the_caches_and_gives_no_variables(
 
 
 ROLES = Path(__file__).resolve().parents[2] / "roles"
+# A module map entry (fullname, path, is_pkg) of the release role's module_utils.
+OURS = ("ansible.module_utils.djdeploy_files", str(ROLES / "release/module_utils/x.py"), False)
 
 
 def planner_for(
@@ -1050,7 +1052,7 @@ def test_the_projects_modules_run_in_the_hosts_interpreter(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     plugin = load_strategy(monkeypatch, "0")
-    ours = [("ansible.module_utils.djdeploy_files", str(ROLES / "release/module_utils/x.py"), False)]
+    ours = [OURS]
     theirs = [("ansible.module_utils.other", "/elsewhere/module_utils/other.py", False)]
     asked: list[Any] = []
 
@@ -1120,7 +1122,7 @@ def test_through_mitogen_the_planner_forks_only_when_needed_unless_told(
     assert style.should_fork is installed
 
     # Mitogen's own planner, with the module map its scan would give.
-    ours = [("ansible.module_utils.djdeploy_files", str(ROLES / "release/module_utils/x.py"), False)]
+    ours = [OURS]
     theirs = [("ansible.module_utils.other", "/elsewhere/other.py", False)]
     for custom, forks in ((ours, False), (theirs, True)):
         invocation = SimpleNamespace(module_name="djdeploy_switch", task_vars={}, wrap_async=False)
