@@ -17,8 +17,12 @@ container), and measures as wall seconds:
 While releasing and rolling back it runs the load probe (tools/probe.py) through nginx over
 HTTPS from this machine to the container's address on the bench network, at --rate
 requests per second and for at least --min-requests requests per window, for the demo app
-and for the same app booting in 2 s (DEMO_BOOT_DELAY=2 in app_env). For reference it also
-measures a plain `systemctl restart` of the live socket-activated instance.
+and for the same app booting in 2 s (DEMO_BOOT_DELAY=2 in app_env). Each window times
+RUNS_PER_WINDOW (3) releases, each of a new commit, or 3 rollbacks, one after the other, ours
+and the naive baseline's alike: the window's seconds and host work are their medians (a run of
+a few seconds on a shared 2-core machine is noisy), runs_s lists each run's seconds, and the
+probe's counts and latencies cover all of them. For reference it also measures a plain
+`systemctl restart` of the live socket-activated instance.
 
 The naive baseline (bench/naive.yml, bench/naive-release.yml) runs on another container
 from the same image: gunicorn.service binding its own socket, the app checked out in place,
@@ -78,6 +82,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import importlib.util
 import json
 import os
@@ -85,6 +90,7 @@ import platform
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -113,6 +119,9 @@ REPO_PATH = "/srv/git/demo.git"  # on the first host (tools.demo.seed_repository
 NAIVE_APP_DIR = "/home/deploy/demo"
 NAIVE_SINGLE_ONLY = "the naive baseline is single-host only: compare with the single topology"
 LEAD_S = 3.0  # probe traffic before the action starts
+# Releases (each of a new commit) and rollbacks timed in one load window, ours and naive: the
+# window's seconds are their median (one run of a few seconds is noisy on a shared machine).
+RUNS_PER_WINDOW = 3
 TAIL_S = 3.0  # and after it ends (at least)
 
 
@@ -418,6 +427,27 @@ def playbook(inventory: Path, path: str, *args: str, secrets: Path, report: bool
     return Run(seconds, changed, work, builds, data)
 
 
+def median_run(runs: list[Run]) -> dict[str, Any]:
+    """What a window keeps of its runs: the median seconds and host work (the floor), and the
+    seconds of each run."""
+    works = [r.host_work for r in runs if r.host_work is not None]
+    return {
+        "seconds": round(statistics.median(r.seconds for r in runs), 2),
+        "runs_s": [r.seconds for r in runs],
+        "host_work_s": round(statistics.median(works), 2) if works else None,
+    }
+
+
+def merged_reports(runs: list[Run]) -> dict[str, Any]:
+    """The runs' reports as one, each host once per run (``<host>#<n>``), for
+    slow_requests_by_step: a slow request may fall in any run of the window."""
+    hosts: dict[str, Any] = {}
+    for n, run in enumerate(runs, 1):
+        for host, facts in (run.report.get("hosts") or {}).items():
+            hosts[f"{host}#{n}" if len(runs) > 1 else host] = facts
+    return {"hosts": hosts}
+
+
 def slow_requests_by_step(probe: dict[str, Any], run: dict[str, Any]) -> list[dict[str, Any]]:
     """The probe's slowest requests, each with the switch steps (host:step) its time overlaps.
 
@@ -467,7 +497,8 @@ class Load:
         self, ip: str, cacert: Path, action: Callable[[], float], min_requests: int | None = None
     ) -> dict[str, Any]:
         """Steady traffic from LEAD_S before the action to at least TAIL_S after it, and at
-        least min_requests requests; the report says when the action ran."""
+        least min_requests requests; the report says when the action ran. ``action`` returns
+        the seconds to report (the median of its runs, when it times several)."""
         wanted = min_requests or self.min_requests
         load_before = os.getloadavg()[0]
         running = self.probe(ip, cacert, max_requests=int(self.rate * self.max_seconds)).start()
@@ -487,6 +518,21 @@ class Load:
         # The machine is shared: its 1-minute load average says how contended the run was.
         loadavg = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         return {"seconds": seconds, "loadavg_1m": loadavg, "probe": report}
+
+    def repeated(self, ip: str, cacert: Path, run: Callable[[int], Run]) -> dict[str, Any]:
+        """RUNS_PER_WINDOW runs (``run(n)``, n from 0) in one window (``during``): the window's
+        seconds and host work are their medians, ``runs_s`` each run's seconds, and
+        ``slowest_during`` lines the slowest requests up with every run's switch steps."""
+        runs: list[Run] = []
+
+        def action() -> float:
+            runs.extend(run(n) for n in range(RUNS_PER_WINDOW))
+            return float(median_run(runs)["seconds"])
+
+        window = self.during(ip, cacert, action)
+        window.update(median_run(runs))
+        window["slowest_during"] = slow_requests_by_step(window["probe"], merged_reports(runs))
+        return window
 
     def check(self, ip: str, cacert: Path) -> None:
         """A short warm-up: the site answers 200 through nginx before any measurement."""
@@ -525,18 +571,13 @@ def measure_ours(topo: Topology, load: Load, results: dict[str, Any], repo: str)
     web = [h for h in topo.hosts if "web" in h.groups]
     results["hosts"] = {h.name: h.groups for h in topo.hosts}
 
-    floors: dict[str, float | None] = {}
-    reports: dict[str, dict[str, Any]] = {}
+    def release(app: str, n: int) -> Run:
+        # A code-only change: a new commit for each release of the window.
+        push_commit(topo.hosts[0].name, f"{app} {n + 1}")
+        return playbook(inventory, "playbooks/release.yml", secrets=secrets, report=True)
 
-    def release() -> float:
-        run = playbook(inventory, "playbooks/release.yml", secrets=secrets, report=True)
-        floors["release"], reports["release"] = run.host_work, run.report
-        return run.seconds
-
-    def rollback() -> float:
-        run = playbook(inventory, "playbooks/rollback.yml", secrets=secrets, report=True)
-        floors["rollback"], reports["rollback"] = run.host_work, run.report
-        return run.seconds
+    def rollback(n: int) -> Run:
+        return playbook(inventory, "playbooks/rollback.yml", secrets=secrets, report=True)
 
     def plain_restart() -> float:
         began = time.monotonic()
@@ -559,17 +600,10 @@ def measure_ours(topo: Topology, load: Load, results: dict[str, Any], repo: str)
             app_results["config_release_s"] = playbook(
                 inventory, "playbooks/release.yml", secrets=secrets
             ).seconds
-        push_commit(topo.hosts[0].name, app)
-        log(f"{topo.name}: ours, {app}: code-only release under load")
-        for op, action in (("release", release), ("rollback", rollback)):
-            if op == "rollback":
-                log(f"{topo.name}: ours, {app}: rollback under load")
-            app_results[op] = load.during(front.ip, cacert, action)
-            app_results[op]["host_work_s"] = floors.get(op)
-            # Where the slowest requests fell (which switch step of which host, if any).
-            app_results[op]["slowest_during"] = slow_requests_by_step(
-                app_results[op]["probe"], reports.get(op, {})
-            )
+        log(f"{topo.name}: ours, {app}: {RUNS_PER_WINDOW} code-only releases under load")
+        app_results["release"] = load.repeated(front.ip, cacert, functools.partial(release, app))
+        log(f"{topo.name}: ours, {app}: {RUNS_PER_WINDOW} rollbacks under load")
+        app_results["rollback"] = load.repeated(front.ip, cacert, rollback)
         log(f"{topo.name}: ours, {app}: plain restart of the socket-activated instance (reference)")
         app_results["plain_restart"] = load.during(
             front.ip, cacert, plain_restart, min_requests=int(load.rate * 12)
@@ -640,10 +674,13 @@ def measure_naive(host: Host, load: Load, results: dict[str, Any]) -> None:
     }
     inventory = write_inventory(topo, state, {}, naive_vars)
 
-    def release(*args: str) -> Callable[[], float]:
-        return lambda: (
-            playbook(inventory, "bench/naive-release.yml", *args, secrets=secrets).seconds
-        )
+    def release(app: str, n: int) -> Run:
+        push_commit(host.name, f"naive {app} {n + 1}")
+        return playbook(inventory, "bench/naive-release.yml", secrets=secrets)
+
+    def rollback(n: int) -> Run:
+        rollback_args = ("-e", "naive_rollback=true")
+        return playbook(inventory, "bench/naive-release.yml", *rollback_args, secrets=secrets)
 
     timings: dict[str, Any] = results.setdefault("timings_s", {})
     timings["first_converge"] = playbook(inventory, "bench/naive.yml", secrets=secrets).seconds
@@ -657,11 +694,10 @@ def measure_naive(host: Host, load: Load, results: dict[str, Any]) -> None:
             app_results["config_release_s"] = playbook(
                 inventory, "bench/naive.yml", secrets=secrets
             ).seconds
-        push_commit(host.name, f"naive {app}")
-        log(f"naive, {app}: release in place under load")
-        app_results["release"] = load.during(host.ip, cacert, release())
-        log(f"naive, {app}: rollback (git reset --hard HEAD~1) under load")
-        app_results["rollback"] = load.during(host.ip, cacert, release("-e", "naive_rollback=true"))
+        log(f"naive, {app}: {RUNS_PER_WINDOW} releases in place (each of a new commit) under load")
+        app_results["release"] = load.repeated(host.ip, cacert, functools.partial(release, app))
+        log(f"naive, {app}: {RUNS_PER_WINDOW} rollbacks (git reset --hard HEAD~1) under load")
+        app_results["rollback"] = load.repeated(host.ip, cacert, rollback)
         if app == "demo":
             timings["code_release"] = app_results["release"]["seconds"]
             timings["rollback"] = app_results["rollback"]["seconds"]

@@ -307,3 +307,48 @@ def test_slow_requests_are_lined_up_with_the_switch_steps() -> None:
         ["web1:upstream", "web1:public"],
     ]
     assert bench.slow_requests_by_step(probe, {})[0]["during"] == ["none"]
+
+
+def test_a_window_times_several_runs_and_keeps_their_median(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    load = bench.Load(rate=60, min_requests=10, max_seconds=5, subnet="10.0.0.0/24")
+    windows: list[float] = []
+
+    def during(ip: str, cacert: Path, action: Any, min_requests: int | None = None) -> Any:
+        seconds = action()
+        windows.append(seconds)
+        probe = {"slowest": [{"at_s": 1.0, "at_epoch": 2000.2, "ms": 100.0}]}
+        return {"seconds": seconds, "loadavg_1m": [0.1, 0.2], "probe": probe}
+
+    monkeypatch.setattr(load, "during", during)
+
+    def report(at: float) -> dict[str, Any]:
+        steps = [{"step": "start", "seconds": 0.5, "at": at}]
+        return {"hosts": {"web1": {"switch": {"steps": steps}}}}
+
+    runs = [
+        bench.Run(5.0, 1, 0.5, report=report(1000.0)),
+        bench.Run(4.0, 1, 0.7, report=report(2000.0)),
+        bench.Run(9.0, 1, None, report=report(3000.0)),
+    ]
+    asked: list[int] = []
+
+    def run(n: int) -> bench.Run:
+        asked.append(n)
+        return runs[n]
+
+    window = load.repeated("10.0.0.2", Path("ca.pem"), run)
+    assert asked == list(range(bench.RUNS_PER_WINDOW)) == [0, 1, 2]
+    assert windows == [5.0]
+    assert window["seconds"] == 5.0 and window["runs_s"] == [5.0, 4.0, 9.0]
+    # The floor is the median of the runs that switched a host.
+    assert window["host_work_s"] == 0.6
+    # The slow request fell in the second run's start.
+    assert window["slowest_during"][0]["during"] == ["web1#2:start"]
+
+
+def test_one_runs_report_keeps_its_host_names() -> None:
+    run = bench.Run(1.0, 0, report={"hosts": {"web1": {"switch": {}}}})
+    assert bench.merged_reports([run]) == {"hosts": {"web1": {"switch": {}}}}
+    assert bench.median_run([run]) == {"seconds": 1.0, "runs_s": [1.0], "host_work_s": None}
