@@ -60,7 +60,8 @@ This strategy is ``linear`` with these rules on top:
   worker), the task runs in this process like a controller-only one, loops and
   ``delegate_to`` included (the executor runs the items in turn and reports each through the
   results queue, and works out the delegated host's variables, as in a worker). So does a
-  task with ``run_once: true`` in a batch of any size: linear queues it for one host only.
+  task with ``run_once: true`` in a batch of any size, and one whose action bypasses the host
+  loop (``add_host``): linear queues it for one host only.
   Not for handlers, ``async`` or ``until``, a task with a ``timeout`` (a worker's alarm
   signal) or an action that resets or waits for the connection or reads the terminal
   (KEEP_WORKER_ACTIONS). Tasks of two or more hosts still go to workers, side by side.
@@ -471,10 +472,24 @@ def runs_remote_in_process(task: Any) -> bool:
     )
 
 
+def bypasses_host_loop(task: Any) -> bool:
+    """Whether ``task``'s action plugin sets BYPASS_HOST_LOOP (``add_host``): linear queues
+    it for the batch's first host only, as with ``run_once``. A templated action, or one
+    without an action plugin, does not count."""
+    try:
+        action = plugin_loader.action_loader.get(
+            task.action, class_only=True, collection_list=task.collections
+        )
+    except (KeyError, AttributeError, TypeError, ValueError):
+        return False
+    return bool(getattr(action, "BYPASS_HOST_LOOP", False))
+
+
 def runs_once(task: Any) -> bool:
-    """Whether ``task`` has ``run_once: true`` (itself or from a block or role): the strategy
-    queues it for the batch's first host only. A templated ``run_once`` does not count."""
-    return task.run_once is True
+    """Whether ``task`` has ``run_once: true`` (itself or from a block or role), or its action
+    bypasses the host loop: the strategy queues it for the batch's first host only. A
+    templated ``run_once`` does not count."""
+    return task.run_once is True or bypasses_host_loop(task)
 
 
 def run_in_process(

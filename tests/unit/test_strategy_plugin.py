@@ -653,6 +653,39 @@ def test_a_task_that_runs_once_runs_here_whatever_the_batch(
     assert len(strategy.sent) == (1 if in_process else 0)
 
 
+def test_add_host_runs_here_whatever_the_batch_as_linear_queues_it_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    plugin = load_strategy(monkeypatch, "0")
+
+    class Strategy(plugin.WorkerFreeSkips, FakeStrategy):  # type: ignore[name-defined,misc]
+        REMOTE_IN_PROCESS = True
+
+    host, (loader, variables, play), context, (task, command) = compiled_tasks(
+        [
+            {
+                "name": "add",
+                "ansible.builtin.add_host": {"name": "{{ item }}", "groups": "extra"},
+                "loop": ["web9", "web8"],
+                **LOCAL,
+            },
+            {"name": "other", "ansible.builtin.command": {"argv": ["true"]}, **LOCAL},
+        ],
+        tmp_path,
+    )
+    assert plugin.runs_once(task) and not plugin.runs_once(command)
+    strategy = Strategy()
+    strategy._loader = loader
+    strategy._variable_manager = variables
+    strategy._djdeploy_one_host = False
+    strategy._djdeploy_remote = True
+    strategy._queue_task(host, task, variables.get_vars(play=play, host=host, task=task), context)
+    assert strategy.queued == []
+    (result,) = strategy.sent
+    added = [item["add_host"]["host_name"] for item in result._return_data["results"]]
+    assert added == ["web9", "web8"]
+
+
 def test_the_executor_gets_the_task_with_its_blocks_but_not_their_task_lists(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
