@@ -120,6 +120,7 @@ cache does not depend on it.
 from __future__ import annotations
 
 import builtins
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -475,14 +476,25 @@ def runs_remote_in_process(task: Any) -> bool:
 def bypasses_host_loop(task: Any) -> bool:
     """Whether ``task``'s action plugin sets BYPASS_HOST_LOOP (``add_host``): linear queues
     it for the batch's first host only, as with ``run_once``. A templated action, or one
-    without an action plugin, does not count."""
+    without an action plugin, does not count. Asked for every task of every host of a batch
+    of several, so the loader is asked once per action and collection list (action_bypasses)."""
+    collections = None if task.collections is None else tuple(task.collections)
+    return action_bypasses(str(task.action), collections)
+
+
+@functools.lru_cache(maxsize=512)
+def action_bypasses(action: str, collections: tuple[str, ...] | None) -> bool:
+    """Whether the action plugin ``action`` (looked up with ``collections``) sets
+    BYPASS_HOST_LOOP. A class attribute: it does not change during a run."""
     try:
-        action = plugin_loader.action_loader.get(
-            task.action, class_only=True, collection_list=task.collections
+        plugin = plugin_loader.action_loader.get(
+            action,
+            class_only=True,
+            collection_list=None if collections is None else list(collections),
         )
     except (KeyError, AttributeError, TypeError, ValueError):
         return False
-    return bool(getattr(action, "BYPASS_HOST_LOOP", False))
+    return bool(getattr(plugin, "BYPASS_HOST_LOOP", False))
 
 
 def runs_once(task: Any) -> bool:
