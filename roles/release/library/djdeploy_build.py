@@ -871,9 +871,10 @@ class Builder:
                 f"DJDEPLOY_COMMIT='{cfg.commit}'\n",
             )
         nice = ["nice", "-n", str(cfg.nice)]
-        if cfg.collectstatic and cfg.check_deploy and not cfg.commands:
-            # Nothing runs between them: one Django process does both (its start-up, 0.3 s for
-            # the demo app, is most of each).
+        # Nothing runs between them: one Django process does both (its start-up, 0.3 s for the
+        # demo app, is most of each).
+        together = cfg.collectstatic and cfg.check_deploy and not cfg.commands
+        if together:
             self._collect_and_check(nice)
         elif cfg.collectstatic:
             with self._step("collectstatic"):
@@ -895,7 +896,7 @@ class Builder:
                             f"the build command {command!r} ({cfg.commands_knob}) failed"
                             f" (rc {rc}): {tail(out + err, 20)}"
                         )
-        if cfg.check_deploy and (cfg.commands or not cfg.collectstatic):
+        if cfg.check_deploy and not together:
             with self._step("check"):
                 rc, out, err = self._check(nice, {})
                 if rc != 0:
