@@ -24,10 +24,12 @@ def load_strategy(monkeypatch: pytest.MonkeyPatch, mitogen: str) -> ModuleType:
     """The plugin imported afresh with DJDEPLOY_MITOGEN=mitogen."""
     monkeypatch.setenv("DJDEPLOY_MITOGEN", mitogen)
     # Importing the plugin patches DataLoader (the vars file cache) and, with Mitogen,
-    # Mitogen's multiplexer and module scan (the warm-up): undone after the test.
+    # Mitogen's multiplexer and module scan (the warm-up) and its planner (the project's
+    # modules in the host's interpreter): undone after the test.
     monkeypatch.setattr(DataLoader, "load_from_file", DataLoader.load_from_file)
     try:
         import ansible_mitogen.module_finder as module_finder
+        import ansible_mitogen.planner as planner
         import ansible_mitogen.process as process
     except ImportError:
         pass
@@ -35,11 +37,6 @@ def load_strategy(monkeypatch: pytest.MonkeyPatch, mitogen: str) -> ModuleType:
         mux = process.MuxProcess
         monkeypatch.setattr(mux, "_setup_services", mux._setup_services)
         monkeypatch.setattr(module_finder, "compile", builtins.compile, raising=False)
-    try:
-        import ansible_mitogen.planner as planner
-    except ImportError:
-        pass
-    else:
         style = planner.NewStylePlanner
         monkeypatch.setattr(style, "should_fork", style.should_fork)
     name = f"djdeploy_linear_under_test_{mitogen}"
