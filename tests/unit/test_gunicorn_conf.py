@@ -1,5 +1,6 @@
-"""gunicorn.conf.py's warm-up hooks: the master's (when_ready) and each worker's
-(post_worker_init), run on the rendered config with a stand-in WSGI app, server and worker.
+"""gunicorn.conf.py's hooks: the master's warm-up (when_ready), each worker's (post_worker_init)
+and its exit (worker_exit), run on the rendered config with a stand-in WSGI app, server and
+worker.
 
 Rendered with Jinja2 as Ansible's template engine does (trim_blocks); Ansible's `to_json` and
 `int` filters are stood in by plain ones.
@@ -7,8 +8,10 @@ Rendered with Jinja2 as Ansible's template engine does (trim_blocks); Ansible's 
 
 from __future__ import annotations
 
+import atexit
 import gc
 import json
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -149,3 +152,56 @@ def test_without_paths_there_is_no_worker_hook_and_the_master_only_freezes(serve
     conf["when_ready"](master)
     assert len(master.log.lines) == 1
     assert master.log.lines[0].startswith("gc: froze ")
+
+
+class ExitCalledError(Exception):
+    """os._exit, stood in."""
+
+
+@pytest.fixture
+def exits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What worker_exit ran: the atexit handlers and os._exit (both stood in)."""
+    ran: list[str] = []
+    monkeypatch.setattr(atexit, "_run_exitfuncs", lambda: ran.append("atexit"))
+
+    def _exit(code: int) -> None:
+        ran.append(f"_exit({code})")
+        raise ExitCalledError
+
+    monkeypatch.setattr(os, "_exit", _exit)
+    return ran
+
+
+def test_a_clean_worker_exit_runs_the_atexit_handlers_then_skips_the_teardown(
+    exits: list[str],
+) -> None:
+    conf = config([])
+    # As gunicorn's arbiter calls it: in the `finally` of the worker's sys.exit(0).
+    with pytest.raises(ExitCalledError):
+        try:
+            raise SystemExit(0)
+        finally:
+            conf["worker_exit"](Server(App()), Worker(App()))
+    assert exits == ["atexit", "_exit(0)"]
+
+
+@pytest.mark.parametrize("code", [3, -1, "boom"])
+def test_a_worker_exit_with_an_error_keeps_its_status(code: Any, exits: list[str]) -> None:
+    conf = config([])
+    with pytest.raises(SystemExit):
+        try:
+            raise SystemExit(code)
+        finally:
+            conf["worker_exit"](Server(App()), Worker(App()))
+    assert exits == []
+
+
+def test_a_worker_exit_without_a_system_exit_is_left_alone(exits: list[str]) -> None:
+    conf = config([])
+    with pytest.raises(RuntimeError):
+        try:
+            raise RuntimeError("crash")
+        finally:
+            conf["worker_exit"](Server(App()), Worker(App()))
+    conf["worker_exit"](Server(App()), Worker(App()))
+    assert exits == []
