@@ -9,6 +9,12 @@ run. Loading this plugin loads the strategy plugin's module, whose import instal
 (the vars file cache among them), under the name Ansible's plugin loader gives it: when the
 first play starts, the loader finds that module already imported and uses it. It returns no
 variables.
+
+Its documentation declares its options (none): Ansible's plugin loader parses a configurable
+plugin's ``DOCUMENTATION`` each time it hands the plugin out until the plugin's options are
+registered, and it hands vars plugins out once per inventory source and host for every
+computation of a host's variables. Documentation without an ``options`` key is never
+registered: a multi-host release parsed this one about 600 times (0.2 s of controller CPU).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ description:
   - Returns no variables. Loading it loads C(playbooks/strategy_plugins/djdeploy_linear.py),
     whose import installs the strategy's caches (the vars file cache among them) before
     Ansible parses the playbook.
+options: {}
 """
 
 #: The strategy plugin's file, beside this plugin's directory.

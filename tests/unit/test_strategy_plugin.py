@@ -1062,6 +1062,42 @@ def test_the_early_vars_plugin_installs_the_caches_and_gives_no_variables(
     assert early.VarsModule().get_vars(DataLoader(), "/", []) == {}
 
 
+def test_the_early_vars_plugins_documentation_is_parsed_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Ansible hands a vars plugin out once per inventory source and host each time it computes
+    # a host's variables; its loader parses the documentation again until the options are
+    # registered, which needs an "options" key.
+    from ansible import constants
+    from ansible.plugins import loader as plugin_loader
+
+    monkeypatch.setenv("DJDEPLOY_MITOGEN", "0")
+    monkeypatch.setattr(DataLoader, "load_from_file", DataLoader.load_from_file)
+    monkeypatch.setitem(sys.modules, "ansible.plugins.strategy.djdeploy_linear", None)
+    registered = constants.config._plugins.get("vars", {})
+    monkeypatch.setitem(
+        constants.config._plugins,
+        "vars",
+        {name: spec for name, spec in registered.items() if name != "djdeploy_early"},
+    )
+    parsed: list[str] = []
+    real_load = plugin_loader.yaml.load
+
+    def load(stream: Any, **options: Any) -> Any:
+        parsed.append(str(stream))
+        return real_load(stream, **options)
+
+    monkeypatch.setattr(plugin_loader.yaml, "load", load)
+    vars_loader = plugin_loader.PluginLoader(
+        "VarsModule", "ansible.plugins.vars", constants.DEFAULT_VARS_PLUGIN_PATH, "vars_plugins"
+    )
+    vars_loader.add_directory(str(PATH.parent.parent / "vars_plugins"))
+    for _ in range(3):
+        assert vars_loader.get("djdeploy_early") is not None
+    assert len([text for text in parsed if "name: djdeploy_early" in text]) == 1
+    assert constants.config.has_configuration_definition("vars", "djdeploy_early")
+
+
 ROLES = Path(__file__).resolve().parents[2] / "roles"
 # A module map entry (fullname, path, is_pkg) of the release role's module_utils.
 OURS = ("ansible.module_utils.djdeploy_files", str(ROLES / "release/module_utils/x.py"), False)
