@@ -1,0 +1,66 @@
+"""ansible.cfg and the plays' fact gathering: every setting of ansible.cfg is one that
+ansible-core or the plugin it configures knows (ansible-core ignores the others without a word:
+its removed gather_subset made every play gather all facts), and every play that gathers facts
+gathers only the minimal subset."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ansible import constants
+from ansible.plugins.loader import callback_loader, connection_loader, vars_loader
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: The plugins ansible.cfg configures in sections of their own.
+PLUGINS = (
+    ("callback", "default", callback_loader),
+    ("connection", "ssh", connection_loader),
+    ("vars", "host_group_vars", vars_loader),
+)
+
+
+def known_settings() -> set[tuple[str, str]]:
+    """The (section, key) pairs ansible-core and the configured plugins read from ansible.cfg."""
+    core = constants.config.get_configuration_definitions()
+    definitions: list[dict[str, Any]] = list(core.values())
+    for kind, name, loader in PLUGINS:
+        assert loader.get(name, class_only=True) is not None
+        definitions += constants.config.get_configuration_definitions(kind, name).values()
+    return {
+        (entry["section"], entry["key"])
+        for definition in definitions
+        for entry in definition.get("ini") or []
+    }
+
+
+def test_every_setting_of_ansible_cfg_is_one_ansible_reads() -> None:
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "ansible.cfg")
+    settings = {(section, key) for section in parser.sections() for key in parser[section]}
+    assert settings, "ansible.cfg has no settings"
+    assert sorted(settings - known_settings()) == []
+
+
+def plays() -> list[tuple[str, dict[str, Any]]]:
+    """Every play of the project's playbooks (imports of other playbooks are not plays)."""
+    found = []
+    for path in [ROOT / "site.yml", *sorted((ROOT / "playbooks").glob("*.yml"))]:
+        for item in yaml.safe_load(path.read_text()) or []:
+            if isinstance(item, dict) and "hosts" in item:
+                found.append((f"{path.name}: {item.get('name')}", item))
+    return found
+
+
+def test_every_play_gathers_no_facts_or_only_the_minimal_subset() -> None:
+    found = plays()
+    assert len(found) > 10
+    wrong = [
+        name
+        for name, play in found
+        if play.get("gather_facts") is not False and play.get("gather_subset") != ["min"]
+    ]
+    assert wrong == []
