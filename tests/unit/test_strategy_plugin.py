@@ -829,11 +829,86 @@ def test_loading_the_plugin_installs_the_compile_cache_once(
     from ansible._internal._templating._jinja_bits import AnsibleEnvironment
 
     monkeypatch.setattr(AnsibleEnvironment, "compile", AnsibleEnvironment.compile)
+    monkeypatch.setattr(
+        AnsibleEnvironment, "compile_expression", AnsibleEnvironment.compile_expression
+    )
     plugin = load_strategy(monkeypatch, "0")
-    installed = AnsibleEnvironment.compile
-    assert hasattr(installed, "_djdeploy_compile_cache")
+    installed = AnsibleEnvironment.compile, AnsibleEnvironment.compile_expression
+    assert all(hasattr(method, "_djdeploy_compile_cache") for method in installed)
     plugin.install_compile_cache(AnsibleEnvironment)
-    assert AnsibleEnvironment.compile is installed
+    assert (AnsibleEnvironment.compile, AnsibleEnvironment.compile_expression) == installed
+
+
+@pytest.fixture
+def expressions(monkeypatch: pytest.MonkeyPatch, compiled: list[Any]) -> Any:
+    """The plugin's caching compile_expression (keeping 4) over Jinja's, installed on
+    AnsibleEnvironment for the test, over the caching compile of ``compiled`` (which records
+    what Jinja really compiled)."""
+    import jinja2
+    from ansible._internal._templating._jinja_bits import AnsibleEnvironment
+
+    def jinja_compile_expression(self: Any, source: str, undefined_to_none: bool = True) -> Any:
+        return jinja2.Environment.compile_expression(self, source, undefined_to_none)
+
+    plugin = sys.modules["djdeploy_linear_under_test_0"]
+    compile_expression = plugin.caching_compiled_expressions(jinja_compile_expression, 4)
+    monkeypatch.setattr(AnsibleEnvironment, "compile_expression", compile_expression)
+    return compile_expression
+
+
+def test_an_expression_is_compiled_once_and_bound_to_each_environment(
+    compiled: list[Any], expressions: Any
+) -> None:
+    first, second = environment(), environment()
+    source = "a | default(1) > 1 and b is not defined"
+    one = first.compile_expression(source, False)
+    two = second.compile_expression(source, False)
+    assert len(compiled) == 1  # the parsed tree, compiled once
+    assert one._template.environment is first and two._template.environment is second
+    assert one._template.root_render_func is not two._template.root_render_func
+    # Jinja's undefined_to_none is the caller's, not the first compile's.
+    assert first.compile_expression("missing")._undefined_to_none is True
+    assert second.compile_expression("missing", False)._undefined_to_none is False
+    assert len(compiled) == 2
+
+
+def test_expressions_under_other_settings_debugging_or_in_error_compile_again(
+    monkeypatch: pytest.MonkeyPatch, compiled: list[Any], expressions: Any
+) -> None:
+    from ansible._internal._templating._jinja_bits import AnsibleEnvironment
+
+    environment().compile_expression("a")
+    environment(variable_start_string="[[", variable_end_string="]]").compile_expression("a")
+    assert len(compiled) == 2
+    for _ in range(2):
+        with pytest.raises(Exception, match="unexpected"):
+            environment().compile_expression("a )")
+    monkeypatch.setattr(AnsibleEnvironment, "_debuggable_template_source", True)
+    environment().compile_expression("b")
+    environment().compile_expression("b")
+    assert len(compiled) == 4
+    monkeypatch.setattr(AnsibleEnvironment, "_debuggable_template_source", False)
+    # "a" is kept (no compile); at "e" the cache is full (4 kept here): it starts over rather
+    # than growing, and "a" compiles again.
+    for source in ("a", "c", "d", "e", "a"):
+        environment().compile_expression(source)
+    assert len(compiled) == 4 + 4
+    assert len(expressions._djdeploy_compile_cache) == 2  # "e", then "a" again
+
+
+def test_conditions_of_templating_engines_share_the_compiled_code(
+    compiled: list[Any], expressions: Any
+) -> None:
+    from ansible._internal._datatag._tags import TrustedAsTemplate
+    from ansible._internal._templating._engine import TemplateEngine
+
+    condition = TrustedAsTemplate().tag("app | length > 3 and 'x' in app")
+    results = [
+        TemplateEngine(variables={"app": app}).evaluate_conditional(condition)
+        for app in ("xylophone", "abc", "abcd", "xy")
+    ]
+    assert results == [True, False, False, False]
+    assert len(compiled) == 1
 
 
 @pytest.mark.parametrize(
