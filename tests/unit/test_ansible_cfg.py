@@ -1,19 +1,32 @@
 """ansible.cfg and the plays' fact gathering: every setting of ansible.cfg is one that
 ansible-core or the plugin it configures knows (ansible-core ignores the others without a word:
-its removed gather_subset made every play gather all facts), and every play that gathers facts
-gathers only the minimal subset."""
+its removed gather_subset made every play gather all facts), every play that gathers facts
+gathers the same subsets, and those gather every fact the project reads."""
 
 from __future__ import annotations
 
 import configparser
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from ansible import constants
+from ansible.module_utils.facts import default_collectors
 from ansible.plugins.loader import callback_loader, connection_loader, vars_loader
 
 ROOT = Path(__file__).resolve().parents[2]
+
+#: What the plays gather (gather_subset).
+SUBSETS = ["min", "network"]
+#: The collectors of the "min" subset (ansible.builtin.setup's minimal_gather_subset).
+MIN_COLLECTORS = frozenset(
+    {
+        "apparmor", "caps", "cmdline", "date_time", "distribution", "dns", "env", "fips",
+        "local", "lsb", "pkg_mgr", "platform", "python", "selinux", "service_mgr",
+        "ssh_pub_keys", "user",
+    }
+)  # fmt: skip
 
 #: The plugins ansible.cfg configures in sections of their own.
 PLUGINS = (
@@ -55,12 +68,33 @@ def plays() -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
-def test_every_play_gathers_no_facts_or_only_the_minimal_subset() -> None:
+def test_every_play_gathers_no_facts_or_the_same_subsets() -> None:
     found = plays()
     assert len(found) > 10
     wrong = [
         name
         for name, play in found
-        if play.get("gather_facts") is not False and play.get("gather_subset") != ["min"]
+        if play.get("gather_facts") is not False and play.get("gather_subset") != SUBSETS
     ]
     assert wrong == []
+
+
+def gathered_facts() -> set[str]:
+    """The names of the facts the SUBSETS gather (each collector's name and its facts)."""
+    wanted = MIN_COLLECTORS | set(SUBSETS)
+    return {
+        fact
+        for collector in default_collectors.collectors
+        if collector.name in wanted
+        for fact in collector._fact_ids | {collector.name}
+    }
+
+
+def test_the_subsets_gather_every_fact_the_project_reads() -> None:
+    read = set()
+    for path in [ROOT / "site.yml", ROOT / "playbooks", ROOT / "roles", ROOT / "group_vars"]:
+        for file in [path] if path.is_file() else path.rglob("*"):
+            if file.suffix in {".yml", ".j2"}:
+                read.update(re.findall(r"ansible_facts\[['\"](\w+)['\"]\]", file.read_text()))
+    assert {"distribution", "default_ipv4"} <= read
+    assert sorted(read - gathered_facts()) == []
