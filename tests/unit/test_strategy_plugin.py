@@ -1102,13 +1102,18 @@ def test_through_mitogen_every_multiplexer_warms_up_unless_told(
     assert warmed.wait(5)
 
 
+def strategy_not_loaded_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As before the vars plugin loads the strategy's module (without Mitogen): not loaded
+    yet (None), and what loading it installs undone after the test."""
+    monkeypatch.setenv("DJDEPLOY_MITOGEN", "0")
+    monkeypatch.setattr(DataLoader, "load_from_file", DataLoader.load_from_file)
+    monkeypatch.setitem(sys.modules, "ansible.plugins.strategy.djdeploy_linear", None)
+
+
 def test_the_early_vars_plugin_installs_the_caches_and_gives_no_variables(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("DJDEPLOY_MITOGEN", "0")
-    monkeypatch.setattr(DataLoader, "load_from_file", DataLoader.load_from_file)
-    # None: not loaded yet (the strategy's module this test loads is removed afterwards).
-    monkeypatch.setitem(sys.modules, "ansible.plugins.strategy.djdeploy_linear", None)
+    strategy_not_loaded_yet(monkeypatch)
     path = PATH.parent.parent / "vars_plugins" / "djdeploy_early.py"
     spec = importlib.util.spec_from_file_location("djdeploy_early_under_test", path)
     assert spec is not None and spec.loader is not None
@@ -1146,9 +1151,7 @@ def test_the_early_vars_plugins_documentation_is_parsed_once(
     from ansible import constants
     from ansible.plugins import loader as plugin_loader
 
-    monkeypatch.setenv("DJDEPLOY_MITOGEN", "0")
-    monkeypatch.setattr(DataLoader, "load_from_file", DataLoader.load_from_file)
-    monkeypatch.setitem(sys.modules, "ansible.plugins.strategy.djdeploy_linear", None)
+    strategy_not_loaded_yet(monkeypatch)
     registered = constants.config._plugins.get("vars", {})
     monkeypatch.setitem(
         constants.config._plugins,
