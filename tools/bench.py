@@ -11,6 +11,8 @@ container), and measures as wall seconds:
   no-op re-run       site.yml again (and how many tasks reported a change)
   code-only release  a new commit pushed to the repository the hosts fetch, playbooks/release.yml
   rollback           playbooks/rollback.yml
+  release, no load   3 more code-only releases after the demo app's load windows, without the
+                     probe (both topologies: their ratio without the load's CPU)
   requirements release (single only) a commit whose requirements changed, released once with
                      app_installer=pip and once with app_installer=uv (see below)
 
@@ -611,6 +613,12 @@ def measure_ours(topo: Topology, load: Load, results: dict[str, Any], repo: str)
         if app == "demo":
             timings["code_release"] = app_results["release"]["seconds"]
             timings["rollback"] = app_results["rollback"]["seconds"]
+            # The same releases without the probe: the topologies' ratio without the load's
+            # CPU, which on this one machine the multi-host release shares with four hosts.
+            log(f"{topo.name}: ours, demo: {RUNS_PER_WINDOW} code-only releases without load")
+            app_results["release_unloaded"] = median_run(
+                [release("demo, no load", n) for n in range(RUNS_PER_WINDOW)]
+            )
     if topo.name == "single":
         inventory = write_inventory(topo, state, {}, extra)
         measure_requirements_release(
@@ -701,6 +709,12 @@ def measure_naive(host: Host, load: Load, results: dict[str, Any]) -> None:
         if app == "demo":
             timings["code_release"] = app_results["release"]["seconds"]
             timings["rollback"] = app_results["rollback"]["seconds"]
+            # The same releases without the probe: the topologies' ratio without the load's
+            # CPU, which on this one machine the multi-host release shares with four hosts.
+            log(f"{topo.name}: ours, demo: {RUNS_PER_WINDOW} code-only releases without load")
+            app_results["release_unloaded"] = median_run(
+                [release("demo, no load", n) for n in range(RUNS_PER_WINDOW)]
+            )
 
 
 def playbook_groups() -> set[str]:
@@ -780,6 +794,12 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
                         f"{p['sent']:6} {p['failed']:6} {p['failed_pct']:6} {lat['p50']:7} "
                         f"{lat['p99']:7} {lat['max']:8} {entry.get('host_work_s') or '':>9}"
                     )
+        quiet = res.get("ours", {}).get("demo", {}).get("release_unloaded")
+        if quiet:
+            lines.append(
+                f"{topo:8} {'ours':6} {'demo':12} {'release':14} {quiet['seconds']:7} "
+                f"no load: runs {quiet['runs_s']}, host work {quiet.get('host_work_s')} s"
+            )
         lines += requirements_lines(topo, res.get("ours", {}).get("requirements_release") or {})
         for stack in ("ours", "naive"):
             timings = res.get(stack, {}).get("timings_s")
@@ -817,8 +837,9 @@ def requirements_lines(topo: str, entry: dict[str, Any]) -> list[str]:
 
 def ratios(results: dict[str, Any]) -> dict[str, float]:
     """The issue's targets as ratios of the same run: release and rollback against the naive
-    baseline, the no-op site.yml against the first converge, multi-host against single, and
-    the requirements release (and its install step) with uv against pip."""
+    baseline, the no-op site.yml against the first converge, multi-host against single (the
+    releases under load, and the ones without: ``_unloaded``), and the requirements release
+    (and its install step) with uv against pip."""
     out: dict[str, float] = {}
     topos = results.get("topologies", {})
     single = topos.get("single", {})
@@ -837,10 +858,12 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
     for key, name in (("seconds", "requirements_release"), ("install_s", "install")):
         if pip.get(key) and uv.get(key):
             out[f"{name}_uv_vs_pip"] = round(uv[key] / pip[key], 2)
-    multi = topos.get("multi", {}).get("ours", {}).get("demo", {}).get("release", {})
-    mine = ours.get("demo", {}).get("release", {}).get("seconds")
-    if multi.get("seconds") and mine:
-        out["multi_release_vs_single"] = round(multi["seconds"] / mine, 2)
+    multi = topos.get("multi", {}).get("ours", {}).get("demo", {})
+    for action, name in (("release", ""), ("release_unloaded", "_unloaded")):
+        theirs = multi.get(action, {}).get("seconds")
+        mine = ours.get("demo", {}).get(action, {}).get("seconds")
+        if theirs and mine:
+            out[f"multi_release_vs_single{name}"] = round(theirs / mine, 2)
     return out
 
 

@@ -154,6 +154,23 @@ def test_ratios_follow_the_issue_targets() -> None:
         "noop_vs_first_converge": 0.125,
         "multi_release_vs_single": 1.5,
     }
+    # The releases without load, when both topologies have them.
+    results["topologies"]["single"]["ours"]["demo"]["release_unloaded"] = entry(4.0)
+    assert "multi_release_vs_single_unloaded" not in bench.ratios(results)
+    results["topologies"]["multi"]["ours"]["demo"]["release_unloaded"] = entry(5.6)
+    assert bench.ratios(results)["multi_release_vs_single_unloaded"] == 1.4
+
+
+def test_the_summary_has_a_row_for_the_releases_without_load() -> None:
+    quiet = {"seconds": 4.1, "runs_s": [4.0, 4.1, 4.3], "host_work_s": 0.7}
+    results = {
+        "topologies": {"single": {"available": True, "ours": {"demo": {"release_unloaded": quiet}}}}
+    }
+    rows = [line for line in bench.summary_lines(results) if "no load" in line]
+    assert rows == [
+        f"{'single':8} {'ours':6} {'demo':12} {'release':14}     4.1 "
+        "no load: runs [4.0, 4.1, 4.3], host work 0.7 s"
+    ]
 
 
 SUMMARY = (
