@@ -136,7 +136,7 @@ def test_ratios_follow_the_issue_targets() -> None:
     def entry(seconds: float) -> dict[str, float]:
         return {"seconds": seconds}
 
-    results = {
+    results: dict[str, Any] = {
         "topologies": {
             "single": {
                 "ours": {
