@@ -709,12 +709,6 @@ def measure_naive(host: Host, load: Load, results: dict[str, Any]) -> None:
         if app == "demo":
             timings["code_release"] = app_results["release"]["seconds"]
             timings["rollback"] = app_results["rollback"]["seconds"]
-            # The same releases without the probe: the topologies' ratio without the load's
-            # CPU, which on this one machine the multi-host release shares with four hosts.
-            log(f"{topo.name}: ours, demo: {RUNS_PER_WINDOW} code-only releases without load")
-            app_results["release_unloaded"] = median_run(
-                [release("demo, no load", n) for n in range(RUNS_PER_WINDOW)]
-            )
 
 
 def playbook_groups() -> set[str]:
